@@ -1,0 +1,66 @@
+/*
+ * request.h - one HTTP request in flight, from its arrival to its reply
+ * (or to the client going away or its deadline passing).
+ *
+ * The request owns the coroutine its Lua pipeline runs in and the one
+ * I/O wait that coroutine may be parked on.  Whatever ends the request
+ * first (reply, client gone, deadline) frees it and everything it owns.
+ */
+#ifndef AB_REQUEST_H
+#define AB_REQUEST_H
+
+#include <event2/http.h>
+#include <stddef.h>
+
+struct evhttp_request;
+struct event;
+struct lua_State;
+struct ab_server;
+struct ab_generation;
+struct ab_wait;
+
+struct ab_request {
+    char id[20];
+    struct evhttp_request *evreq;   /* NULL once the client is gone */
+    struct ab_server *server;
+    struct ab_generation *gen;      /* a reference is held while set */
+    struct lua_State *co;           /* the pipeline's coroutine */
+    int co_ref;                     /* anchors `co` in the registry */
+    struct ab_wait *wait;           /* I/O `co` is parked on, or NULL */
+    struct event *deadline;
+    double started_ms;              /* monotonic */
+    long instructions;              /* Lua instructions run so far */
+    int over_budget;
+    char *identity;                 /* for log lines, once known */
+    char route[48];                 /* for the access log and metrics */
+};
+
+/* Creates the request for `evreq`, arms its deadline and watches the
+ * client's connection.  Returns NULL on out of memory (the caller then
+ * answers 503 itself). */
+struct ab_request *ab_request_new(struct ab_server *server,
+                                  struct evhttp_request *evreq);
+
+/*
+ * Sends `status` with `body` (copied; may be NULL) and the headers
+ * already added to the output, then frees the request.  Adds
+ * X-Request-Id, and Content-Type application/json unless one is set.
+ */
+void ab_request_send(struct ab_request *req, int status, const char *body,
+                     size_t len);
+
+/* Sends {"error": {"code": code, "message": message}} with `status`,
+ * then frees the request.  Both strings are ours, never a script's. */
+void ab_request_send_error(struct ab_request *req, int status,
+                           const char *code, const char *message);
+
+/* Frees the request without a reply (the client is gone). */
+void ab_request_free(struct ab_request *req);
+
+/* "GET", "POST", ... for an evhttp method. */
+const char *ab_method_name(enum evhttp_cmd_type cmd);
+
+/* Milliseconds on a monotonic clock. */
+double ab_now_ms(void);
+
+#endif

@@ -1,0 +1,99 @@
+--- The broker's request pipeline: routes, identity, errors.
+--
+-- The C core calls `init(config)` once per generation and
+-- `handle(req)` in a fresh coroutine for every API request.  Every
+-- error a route raises is answered here, in one place.
+local core = require "broker.core"
+local broker = require "broker"
+local errors = require "broker.errors"
+local hooks = require "broker.hooks"
+local identity = require "broker.identity"
+local pica = require "broker.pica"
+local plugins = require "broker.plugins"
+local token = require "broker.token"
+
+local M = {}
+
+local routes = {}
+
+-- Wraps a handler so that it runs after the caller is identified.
+local function identified(handler)
+  return function(req, params)
+    local who, id, itype = identity.resolve(req)
+    return handler(req, {who = who, identity = id, identity_type = itype,
+                         params = params})
+  end
+end
+
+local function add_route(method, path, name, handler)
+  routes[#routes + 1] = {method = method, pattern = "^" .. path .. "$",
+                         name = name, handler = handler}
+end
+
+local function build_routes(prefix)
+  routes = {}
+  add_route("POST", prefix .. "/authkit/token", "token",
+            identified(token.handle))
+end
+
+-- Finds the route of `req`; raises 404 or 405 (with Allow) if none.
+local function match(req)
+  local allowed = {}
+  for _, r in ipairs(routes) do
+    local caps = {req.path:match(r.pattern)}
+    if #caps > 0 then
+      if r.method == req.method then
+        return r, caps
+      end
+      allowed[#allowed + 1] = r.method
+    end
+  end
+  if #allowed > 0 then
+    table.sort(allowed)
+    errors.raise(405, "method_not_allowed", "this route does not take "
+                 .. req.method, {Allow = table.concat(allowed, ", ")})
+  end
+  errors.raise(404, "not_found", "no such route")
+end
+
+-- Message handler: HTTP errors pass; anything else is logged with its
+-- traceback and becomes a generic 500.
+local function on_error(e)
+  if errors.is(e) then
+    return e
+  end
+  core.log("error", "pipeline", "failed to handle the request: "
+           .. debug.traceback(tostring(e), 2))
+  return errors.new(500, "internal", "internal error")
+end
+
+local function route(req)
+  local r, caps = match(req)
+  core.set_route(r.name)
+  return r.handler(req, caps)
+end
+
+--- Called by the C core for each request; returns status, headers, body.
+function M.handle(req)
+  local res = table.pack(xpcall(route, on_error, req))
+  if res[1] then
+    return table.unpack(res, 2, res.n)
+  end
+  return errors.response(res[2])
+end
+
+--- Called by the C core once per generation.
+function M.init(config)
+  getmetatable("").__metatable = false
+  for k, v in pairs(config) do
+    broker.config[k] = v
+  end
+  pica.configure(config)
+  token.configure(config)
+  broker.pica = {call = pica.call, call_all = pica.call_all}
+  local api = plugins.readonly(broker)
+  hooks.set_plugins(plugins.load(config.plugins, api))
+  build_routes(config.route_prefix)
+end
+
+return M
