@@ -87,8 +87,6 @@ struct ab_http_call {
     double started_ms;
 };
 
-static void collect_done(struct ab_http_client *client);
-
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
@@ -1043,13 +1041,13 @@ collect_done(struct ab_http_client *client)
            (msg = curl_multi_info_read(client->multi, &left)) != NULL) {
         CURL *easy = msg->easy_handle;
         CURLcode rc = msg->data.result;
-        char *call = NULL;
+        char *priv = NULL;
 
         if (msg->msg != CURLMSG_DONE) {
             continue;
         }
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &call);
-        finish_attempt((struct ab_http_call *)(void *)call, rc);
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        finish_attempt((struct ab_http_call *)(void *)priv, rc);
     }
     client->dispatching = 0;
     if (client->closing) {

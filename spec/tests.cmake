@@ -1,0 +1,32 @@
+# Every test runs under ctest: C unit tests, busted specs (unit and
+# integration, against the real binary) and the differential test
+# against the official Node SDK.
+
+add_executable(test_core spec/c/test_core.c)
+target_link_libraries(test_core PRIVATE abcore)
+add_test(NAME c_core COMMAND test_core)
+
+add_executable(test_http_client spec/c/test_http_client.c)
+target_link_libraries(test_http_client PRIVATE abcore)
+add_test(NAME c_http_client COMMAND test_http_client)
+
+if(EXISTS "${CMAKE_SOURCE_DIR}/spec/c/test_json.c")
+  add_executable(test_json spec/c/test_json.c)
+  target_link_libraries(test_json PRIVATE abcore)
+  add_test(NAME c_json COMMAND test_json)
+endif()
+
+find_program(BUSTED busted REQUIRED)
+set(AB_SPEC_ENV
+  "AUTHKIT_BROKER_BIN=$<TARGET_FILE:authkit-broker>"
+  "AUTHKIT_BROKER_ROOT=${CMAKE_SOURCE_DIR}")
+
+add_test(NAME lua_unit
+  COMMAND ${BUSTED} --run=unit -o utfTerminal
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+
+add_test(NAME lua_integration
+  COMMAND ${BUSTED} --run=integration -o utfTerminal
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(lua_integration PROPERTIES
+  ENVIRONMENT "${AB_SPEC_ENV}" TIMEOUT 900)

@@ -183,7 +183,7 @@ function M.handle(req, ctx)
                  or merged(ctx, body)
   local rows, dropped = filter(answer.rows, ctx.who, req)
   answer.rows = rows
-  if dropped ~= 0 and math.type(answer.total) == "integer" then
+  if dropped ~= 0 and type(answer.total) == "number" then
     answer.total = math.max(answer.total - dropped, #rows)
   end
   return 200, {}, json.encode(answer)

@@ -240,17 +240,27 @@ function _M.handle(req)
     end
 
     local v1 = under(req.path, "/v1")
-    if v1 then
-        state.stats:count(route and route[2] or UNKNOWN_V1)
+    if not v1 then
+        local status, headers, body = delay_and_fault(ctx, false)
+        if status then
+            return status, headers, body
+        end
+        return dispatch(route, ctx)
     end
-    local status, headers, body = delay_and_fault(ctx, v1)
-    if status then
-        return status, headers, body
-    end
-    if v1 then
+    state.stats:count(route and route[2] or UNKNOWN_V1)
+    state.stats:enter()
+    local ok, status, headers, body = pcall(function()
+        local s, h, b = delay_and_fault(ctx, true)
+        if s then
+            return s, h, b
+        end
         return serve_v1(route, ctx)
+    end)
+    state.stats:leave()
+    if not ok then
+        error(status, 0)
     end
-    return dispatch(route, ctx)
+    return status, headers, body
 end
 
 return _M

@@ -55,7 +55,8 @@ end
 
 -- Returns zeroed request counts.
 function _M.stats()
-    return setmetatable({ requests = {}, total = 0 }, Stats)
+    return setmetatable({ requests = {}, total = 0, inflight = 0,
+                          max_inflight = 0 }, Stats)
 end
 
 -- Counts one request to `name`, a path with its ids collapsed.
@@ -64,19 +65,35 @@ function Stats:count(name)
     self.total = self.total + 1
 end
 
--- Returns `{requests = {name = n, ...}, total = n}`, a copy.
+-- Marks a /v1 request as being answered (tests read how many Pica calls
+-- the broker had in flight at once from `max_inflight`).
+function Stats:enter()
+    self.inflight = self.inflight + 1
+    if self.inflight > self.max_inflight then
+        self.max_inflight = self.inflight
+    end
+end
+
+function Stats:leave()
+    self.inflight = self.inflight - 1
+end
+
+-- Returns `{requests = {name = n, ...}, total = n, max_inflight = n}`,
+-- a copy.
 function Stats:snapshot()
     local copy = {}
     for name, n in pairs(self.requests) do
         copy[name] = n
     end
-    return { requests = copy, total = self.total }
+    return { requests = copy, total = self.total,
+             max_inflight = self.max_inflight }
 end
 
 -- Sets every count back to zero.
 function Stats:reset()
     self.requests = {}
     self.total = 0
+    self.max_inflight = self.inflight
 end
 
 return _M

@@ -683,6 +683,7 @@ describe("sandbox", function()
                     ["/v1/passthrough"] = 1,
                 },
                 total = 4,
+                max_inflight = 1,
             }, stats)
         end)
 
@@ -690,7 +691,8 @@ describe("sandbox", function()
             call("GET", "/v1/users/flags")
             assert.equal(200, (raw("DELETE", "/sandbox/stats")))
             local _, stats = call("GET", "/sandbox/stats")
-            assert.same({ requests = {}, total = 0 }, stats)
+            assert.same({ requests = {}, total = 0, max_inflight = 0 },
+                stats)
         end)
     end)
 
