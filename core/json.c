@@ -97,6 +97,14 @@ fail(struct parser *ps, const char *at, const char *what)
     return -1;
 }
 
+/* fail() for the steps that return a pointer: always NULL. */
+static const char *
+fail_null(struct parser *ps, const char *at, const char *what)
+{
+    fail(ps, at, what);
+    return NULL;
+}
+
 /* Moves past JSON whitespace; stops at the NUL that ends the input. */
 static void
 skip_ws(struct parser *ps)
@@ -166,16 +174,14 @@ add_unicode(struct parser *ps, luaL_Buffer *b, const char *p)
     int cp = hex4(p + 2), lo;
 
     if (cp < 0) {
-        fail(ps, p, "invalid \\u escape");
-        return NULL;
+        return fail_null(ps, p, "invalid \\u escape");
     }
     if (cp >= 0xD800 && cp <= 0xDFFF) {
         /* p[2..5] are hex digits, so p[6] is at most the final NUL,
          * and p[7] is read only when p[6] is not */
         if (cp >= 0xDC00 || p[6] != '\\' || p[7] != 'u' ||
             (lo = hex4(p + 8)) < 0xDC00 || lo > 0xDFFF) {
-            fail(ps, p, "lone UTF-16 surrogate in \\u escape");
-            return NULL;
+            return fail_null(ps, p, "lone UTF-16 surrogate in \\u escape");
         }
         add_utf8(b, 0x10000 + ((unsigned)(cp - 0xD800) << 10) +
                         (unsigned)(lo - 0xDC00));
@@ -199,7 +205,7 @@ add_escape(struct parser *ps, luaL_Buffer *b, const char *p)
     if (p[1] == 'u') {
         return add_unicode(ps, b, p);
     }
-    return fail(ps, p, "invalid escape in string"), NULL;
+    return fail_null(ps, p, "invalid escape in string");
 }
 
 /* The error for a string run that stopped at p, neither at '"' nor at
@@ -280,22 +286,22 @@ scan_number(struct parser *ps, int *is_float)
     } else if (*p >= '1' && *p <= '9') {
         p = skip_digits(p + 1);
     } else {
-        return fail(ps, p, "invalid number"), NULL;
+        return fail_null(ps, p, "invalid number");
     }
     if (*p >= '0' && *p <= '9') {
-        return fail(ps, p - 1, "leading zero in number"), NULL;
+        return fail_null(ps, p - 1, "leading zero in number");
     }
     *is_float = (*p == '.' || *p == 'e' || *p == 'E');
     if (*p == '.') {
         if (p[1] < '0' || p[1] > '9') {
-            return fail(ps, p, "invalid number fraction"), NULL;
+            return fail_null(ps, p, "invalid number fraction");
         }
         p = skip_digits(p + 1);
     }
     if (*p == 'e' || *p == 'E') {
         p += (p[1] == '+' || p[1] == '-') ? 2 : 1;
         if (*p < '0' || *p > '9') {
-            return fail(ps, p, "invalid number exponent"), NULL;
+            return fail_null(ps, p, "invalid number exponent");
         }
         p = skip_digits(p);
     }
@@ -529,9 +535,10 @@ json_decode(lua_State *L)
 {
     struct parser ps;
     size_t len;
-    lua_Integer depth = luaL_optinteger(L, 2, AB_JSON_DECODE_DEPTH);
+    lua_Integer depth;
 
     luaL_checktype(L, 1, LUA_TSTRING);
+    depth = luaL_optinteger(L, 2, AB_JSON_DECODE_DEPTH);
     luaL_argcheck(L, depth >= 0 && depth <= AB_JSON_DECODE_DEPTH_LIMIT, 2,
                   "depth out of range");
     lua_settop(L, 1);                                   /* s */
@@ -601,6 +608,7 @@ reserve(struct encoder *en, size_t n)
     return en->buf + en->len;
 }
 
+/* Appends n bytes; the two below are the whole way output grows. */
 static inline void
 add(struct encoder *en, const char *s, size_t n)
 {
@@ -653,6 +661,7 @@ add_string(struct encoder *en, const char *s, size_t len)
     add_char(en, '"');
 }
 
+/* Appends v in decimal, exactly. */
 static void
 add_integer(struct encoder *en, lua_Integer v)
 {
@@ -841,6 +850,8 @@ encode_plain_table(struct encoder *en, int idx)
     encode_array(en, idx, count_array(en, idx));
 }
 
+/* Adds the table at idx as an array or an object; raises past
+ * AB_JSON_ENCODE_DEPTH levels, which is also how a cycle ends. */
 static void
 encode_table(struct encoder *en, int idx)
 {

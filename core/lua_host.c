@@ -162,6 +162,8 @@ ab_generation_load(struct ab_host *host, const char *module,
         free(gen);
         return NULL;
     }
+    /* No request owns the main thread; new threads copy this. */
+    *(struct ab_request **)lua_getextraspace(gen->L) = NULL;
     prepare_state(gen->L, host->lua_dir);
     lua_pushcfunction(gen->L, load_app);                /* f */
     lua_pushlightuserdata(gen->L, gen);                 /* f gen */

@@ -244,17 +244,34 @@ function M.stop(proc)
   return read(proc.log) or ""
 end
 
---- Stops every process and removes every directory the harness made.
+local SANITIZER = {"AddressSanitizer", "LeakSanitizer", "runtime error:"}
+
+-- The first sanitizer report in a stopped server's log, if any.
+local function sanitizer_report(log)
+  for _, mark in ipairs(SANITIZER) do
+    local at = log:find(mark, 1, true)
+    if at then
+      return log:sub(math.max(1, at - 200), at + 2000)
+    end
+  end
+end
+
+--- Stops every process and removes every directory the harness made;
+-- raises if a server's log holds a sanitizer report.
 function M.stop_all()
+  local report
   for i = #running, 1, -1 do
     local r = running[i]
     if r.pid then
-      M.stop(r)
+      report = report or sanitizer_report(M.stop(r))
     end
     if r.dir then
       os.execute("rm -rf " .. M.q(r.dir))
     end
     running[i] = nil
+  end
+  if report then
+    error("sanitizer report from a server:\n" .. report, 2)
   end
 end
 
