@@ -204,7 +204,6 @@ apply_limits(struct evhttp *http, const struct ab_config *cfg)
     evhttp_set_max_body_size(http, cfg->max_body_bytes);
     /* Idle and slow-client timeout of a connection, in whole seconds. */
     evhttp_set_timeout(http, (int)(cfg->request_timeout_ms / 1000) + 5);
-    evhttp_set_default_content_type(http, "application/json");
 }
 
 struct ab_server *

@@ -60,8 +60,7 @@ local function expect_page(o)
   end
   local v = o.value
   local pages = type(v) == "table" and math.tointeger(v.pages)
-  if not pages or type(v.rows) ~= "table" or pages < 0
-     or pages > MAX_PAGES then
+  if not pages or type(v.rows) ~= "table" or pages < 0 then
     pica.raise({kind = "bad_response",
                 detail = "no rows and pages in the /v1/authkit answer"})
   end
@@ -114,6 +113,10 @@ local function all_pages(body)
     flag = remember_flags(flags_o)
   end
   local count = pages[1].pages
+  if count > MAX_PAGES then
+    pica.raise({kind = "bad_response", detail = "Pica says there are "
+                .. count .. " pages; more than " .. MAX_PAGES})
+  end
   if count > known then
     local _, more = fetch(body, range(known + 1, count), SDK_LIMIT, false)
     for p, v in pairs(more) do
