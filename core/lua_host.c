@@ -22,6 +22,7 @@
 #include <sys/time.h>
 
 #include "config.h"
+#include "json.h"
 #include "log.h"
 #include "request.h"
 #include "server.h"
@@ -111,6 +112,8 @@ prepare_state(lua_State *L, const char *lua_dir)
     lua_getfield(L, -1, "preload");                     /* package preload */
     lua_pushcfunction(L, ab_luaopen_core);
     lua_setfield(L, -2, "broker.core");
+    lua_pushcfunction(L, ab_luaopen_json);
+    lua_setfield(L, -2, "broker.jsonc");
     lua_pop(L, 2);                                      /* */
 }
 

@@ -10,11 +10,9 @@ add_executable(test_http_client spec/c/test_http_client.c)
 target_link_libraries(test_http_client PRIVATE abcore)
 add_test(NAME c_http_client COMMAND test_http_client)
 
-if(EXISTS "${CMAKE_SOURCE_DIR}/spec/c/test_json.c")
-  add_executable(test_json spec/c/test_json.c)
-  target_link_libraries(test_json PRIVATE abcore)
-  add_test(NAME c_json COMMAND test_json)
-endif()
+add_executable(test_json spec/c/test_json.c)
+target_link_libraries(test_json PRIVATE abcore)
+add_test(NAME c_json COMMAND test_json)
 
 find_program(BUSTED busted REQUIRED)
 set(AB_SPEC_ENV

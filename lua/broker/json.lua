@@ -1,43 +1,25 @@
---- JSON for the broker and its hooks, over lua-cjson.
---
--- Decoding never raises: it returns `nil, err`.  Empty JSON arrays stay
--- arrays when encoded again, and nesting is limited so a hostile body
--- cannot exhaust the C stack.
-local cjson = require "cjson"
+--- JSON for the broker and its hooks, over the core's codec
+-- (core/json.c): strict RFC 8259, arrays keep their `array_mt` so that
+-- `[]` stays `[]` through a decode and an encode (lua-cjson 2.1.0, the
+-- one Debian ships, turns it into `{}`), and nesting is limited so a
+-- hostile body cannot exhaust the C stack.
+local codec = require "broker.jsonc"
 
 local M = {}
 
-local codec = cjson.new()
-codec.decode_max_depth(32)
-codec.encode_max_depth(64)
-codec.encode_sparse_array(true, 1, 1)
-codec.decode_invalid_numbers(false)
+local MAX_DEPTH = 32
 
 M.null = codec.null
-M.array_mt = {__name = "json.array"}
+M.array_mt = codec.array_mt
+M.array = codec.array
+M.encode = codec.encode
 
 --- Returns the value of JSON text `s`, or `nil, err`.
 function M.decode(s)
   if type(s) ~= "string" then
     return nil, "expected a JSON string, got " .. type(s)
   end
-  local ok, v = pcall(codec.decode, s)
-  if not ok then
-    return nil, (tostring(v):gsub("^.-:%d+: ", ""))
-  end
-  return v
+  return codec.decode(s, MAX_DEPTH)
 end
-
---- Returns the JSON text of `v`; raises on values JSON cannot hold.
-function M.encode(v)
-  return codec.encode(v)
-end
-
---- Marks table `t` as an array, so that it encodes as `[]` when empty.
-function M.array(t)
-  return setmetatable(t or {}, codec.array_mt)
-end
-
-M.empty_array = M.array({})
 
 return M
