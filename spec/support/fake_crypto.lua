@@ -8,48 +8,48 @@
 local sha256 = require "sha256"
 local base64url = require "base64url"
 
-local _M = {}
+local M = {}
 
 -- Like the host: true when `a` and `b` are equal strings, reading every
 -- byte of the shorter whatever the answer.
 local function equals(a, b)
-    if type(a) ~= "string" or type(b) ~= "string" then
-        error("crypto.equals: expected two strings", 2)
-    end
-    local diff = #a ~ #b
-    for i = 1, math.min(#a, #b) do
-        diff = diff | (a:byte(i) ~ b:byte(i))
-    end
-    return diff == 0
+  if type(a) ~= "string" or type(b) ~= "string" then
+    error("crypto.equals: expected two strings", 2)
+  end
+  local diff = #a ~ #b
+  for i = 1, math.min(#a, #b) do
+    diff = diff | (a:byte(i) ~ b:byte(i))
+  end
+  return diff == 0
 end
 
-_M.crypto = {
-    hmac_sha256 = sha256.hmac,
-    equals = equals,
+M.crypto = {
+  hmac_sha256 = sha256.hmac,
+  equals = equals,
 }
 
-_M.base64url = {
-    encode = base64url.encode,
-    decode = base64url.decode,
+M.base64url = {
+  encode = base64url.encode,
+  decode = base64url.decode,
 }
 
 -- Adds `crypto` and `base64url` to the fake broker table `broker`, which
 -- the caller owns; returns it.
-function _M.install(broker)
-    if type(broker) ~= "table" then
-        error("fake_crypto.install: expected a table", 2)
-    end
-    broker.crypto = _M.crypto
-    broker.base64url = _M.base64url
-    return broker
+function M.install(broker)
+  if type(broker) ~= "table" then
+    error("fake_crypto.install: expected a table", 2)
+  end
+  broker.crypto = M.crypto
+  broker.base64url = M.base64url
+  return broker
 end
 
 -- Returns an HS256 JWT of the given header and payload JSON texts, signed
 -- with `secret`.
-function _M.sign_jwt(secret, header_json, payload_json)
-    local input = base64url.encode(header_json) .. "."
-        .. base64url.encode(payload_json)
-    return input .. "." .. base64url.encode(sha256.hmac(secret, input))
+function M.sign_jwt(secret, header_json, payload_json)
+  local input = base64url.encode(header_json) .. "."
+    .. base64url.encode(payload_json)
+  return input .. "." .. base64url.encode(sha256.hmac(secret, input))
 end
 
-return _M
+return M
