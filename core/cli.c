@@ -8,8 +8,8 @@
 /* Which flags each subcommand takes, by option name. */
 static const char *const serve_flags[] = {
     "listen", "admin_listen", "plugins", "pica_url", "workers", "dev", NULL};
-static const char *const sandbox_flags[] = {
-    "listen", "latency_ms", "integrations", "fail_rate", NULL};
+static const char *const sandbox_flags[] = {"listen", "latency_ms",
+                                            "integrations", "fail_rate", NULL};
 static const char *const check_flags[] = {"plugins", NULL};
 
 static const char *const *
@@ -36,8 +36,7 @@ flag_to_name(const char *arg, char *out, size_t size)
     if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
         return -1;
     }
-    for (i = 0; arg[i + 2] != '\0' && arg[i + 2] != '=' && i + 1 < size;
-         i++) {
+    for (i = 0; arg[i + 2] != '\0' && arg[i + 2] != '=' && i + 1 < size; i++) {
         out[i] = arg[i + 2] == '-' ? '_' : arg[i + 2];
     }
     out[i] = '\0';
@@ -130,8 +129,8 @@ apply_flag(enum ab_command cmd, int argc, char **argv, int *i,
 }
 
 int
-ab_cli_parse(int argc, char **argv, enum ab_command *cmd,
-             struct ab_config *cfg, char *err, size_t errlen)
+ab_cli_parse(int argc, char **argv, enum ab_command *cmd, struct ab_config *cfg,
+             char *err, size_t errlen)
 {
     int first;
 
@@ -151,8 +150,8 @@ ab_cli_parse(int argc, char **argv, enum ab_command *cmd,
     }
     *cmd = parse_command(argc, argv, &first);
     if (*cmd == AB_CMD_SANDBOX) {
-        ab_config_set(cfg, ab_config_option("listen"), "127.0.0.1:8090",
-                      err, errlen);
+        ab_config_set(cfg, ab_config_option("listen"), "127.0.0.1:8090", err,
+                      errlen);
     }
     if (*cmd != AB_CMD_SANDBOX &&
         load_config_flag(argc, argv, first, cfg, err, errlen) != 0) {
@@ -169,21 +168,19 @@ ab_cli_parse(int argc, char **argv, enum ab_command *cmd,
 void
 ab_cli_usage(FILE *out)
 {
-    fputs(
-        "usage:\n"
-        "  authkit-broker [serve] [--config FILE] [--listen ADDR:PORT]\n"
-        "                 [--plugins DIR] [--pica-url URL] [--workers N]\n"
-        "                 [--admin-listen ADDR:PORT] [--dev]\n"
-        "  authkit-broker sandbox [--listen ADDR:PORT] [--latency-ms N]\n"
-        "                 [--integrations N] [--fail-rate P]\n"
-        "  authkit-broker check [--config FILE] [--plugins DIR]\n"
-        "  authkit-broker --version | --help\n"
-        "\n"
-        "The Pica secret key comes from PICA_SECRET_KEY or the config's\n"
-        "secret_file, never from a flag.  Settings of a --config file:\n",
-        out);
+    fputs("usage:\n"
+          "  authkit-broker [serve] [--config FILE] [--listen ADDR:PORT]\n"
+          "                 [--plugins DIR] [--pica-url URL] [--workers N]\n"
+          "                 [--admin-listen ADDR:PORT] [--dev]\n"
+          "  authkit-broker sandbox [--listen ADDR:PORT] [--latency-ms N]\n"
+          "                 [--integrations N] [--fail-rate P]\n"
+          "  authkit-broker check [--config FILE] [--plugins DIR]\n"
+          "  authkit-broker --version | --help\n"
+          "\n"
+          "The Pica secret key comes from PICA_SECRET_KEY or the config's\n"
+          "secret_file, never from a flag.  Settings of a --config file:\n",
+          out);
     for (const struct ab_option *o = ab_options; o->name; o++) {
-        fprintf(out, "  %-22s %s (default \"%s\")\n", o->name, o->help,
-                o->def);
+        fprintf(out, "  %-22s %s (default \"%s\")\n", o->name, o->help, o->def);
     }
 }

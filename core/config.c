@@ -13,19 +13,18 @@
 #include <string.h>
 
 #define OFF(field) offsetof(struct ab_config, field)
-#define NOLIM 0, 0
+#define NOLIM      0, 0
 
 const struct ab_option ab_options[] = {
     {"listen", AB_OPT_STR, OFF(listen), "127.0.0.1:8080", NOLIM, 1,
      "address and port of the API listener"},
-    {"admin_listen", AB_OPT_STR, OFF(admin_listen), "127.0.0.1:8081", NOLIM,
-     1, "address and port of the admin listener"},
+    {"admin_listen", AB_OPT_STR, OFF(admin_listen), "127.0.0.1:8081", NOLIM, 1,
+     "address and port of the admin listener"},
     {"plugins", AB_OPT_STR, OFF(plugins), "plugins", NOLIM, 1,
      "directory of hook scripts"},
-    {"pica_url", AB_OPT_STR, OFF(pica_url), "https://api.picaos.com", NOLIM,
-     1, "base URL of the Pica API"},
-    {"workers", AB_OPT_INT, OFF(workers), "1", 1, 64, 1,
-     "worker processes"},
+    {"pica_url", AB_OPT_STR, OFF(pica_url), "https://api.picaos.com", NOLIM, 1,
+     "base URL of the Pica API"},
+    {"workers", AB_OPT_INT, OFF(workers), "1", 1, 64, 1, "worker processes"},
     {"dev", AB_OPT_BOOL, OFF(dev), "false", NOLIM, 1,
      "embedded sandbox Pica and header identity: never in production"},
     {"latency_ms", AB_OPT_INT, OFF(latency_ms), "0", 0, 600000, 1,
@@ -34,8 +33,8 @@ const struct ab_option ab_options[] = {
      "sandbox: number of integrations"},
     {"fail_rate", AB_OPT_DOUBLE, OFF(fail_rate), "0", 0, 1, 1,
      "sandbox: fraction of Pica calls answered 500"},
-    {"pica_header_prefix", AB_OPT_STR, OFF(pica_header_prefix), "x-pica",
-     NOLIM, 0, "prefix of Pica's headers (x-one for the renamed API)"},
+    {"pica_header_prefix", AB_OPT_STR, OFF(pica_header_prefix), "x-pica", NOLIM,
+     0, "prefix of Pica's headers (x-one for the renamed API)"},
     {"route_prefix", AB_OPT_STR, OFF(route_prefix), "/api", NOLIM, 0,
      "path prefix of the API routes"},
     {"log_level", AB_OPT_STR, OFF(log_level), "info", NOLIM, 0,
@@ -50,16 +49,16 @@ const struct ab_option ab_options[] = {
     {"cors_headers", AB_OPT_LIST, OFF(cors_headers), "", NOLIM, 0,
      "request headers allowed beyond x-user-id, authorization and "
      "content-type"},
-    {"allow_header_identity", AB_OPT_BOOL, OFF(allow_header_identity),
-     "false", NOLIM, 0, "trust the x-user-id header (on under --dev)"},
+    {"allow_header_identity", AB_OPT_BOOL, OFF(allow_header_identity), "false",
+     NOLIM, 0, "trust the x-user-id header (on under --dev)"},
     {"max_body_bytes", AB_OPT_INT, OFF(max_body_bytes), "1048576", 1024,
      1073741824, 0, "largest request body"},
     {"max_header_bytes", AB_OPT_INT, OFF(max_header_bytes), "16384", 1024,
      1048576, 0, "largest request head"},
     {"request_timeout_ms", AB_OPT_INT, OFF(request_timeout_ms), "15000", 10,
      3600000, 0, "deadline of a request, waiting on I/O included"},
-    {"upstream_timeout_ms", AB_OPT_INT, OFF(upstream_timeout_ms), "10000",
-     10, 3600000, 0, "deadline of one try of an outbound call"},
+    {"upstream_timeout_ms", AB_OPT_INT, OFF(upstream_timeout_ms), "10000", 10,
+     3600000, 0, "deadline of one try of an outbound call"},
     {"upstream_attempts", AB_OPT_INT, OFF(upstream_attempts), "3", 1, 10, 0,
      "tries of a retryable outbound call"},
     {"flags_ttl_s", AB_OPT_INT, OFF(flags_ttl_s), "300", 0, 86400, 0,
@@ -140,8 +139,7 @@ parse_number(const char *value, double *out)
 
     errno = 0;
     *out = strtod(value, &end);
-    return (errno != 0 || end == value || *end != '\0' || isnan(*out))
-               ? -1 : 0;
+    return (errno != 0 || end == value || *end != '\0' || isnan(*out)) ? -1 : 0;
 }
 
 static int
@@ -174,8 +172,8 @@ set_number(struct ab_config *cfg, const struct ab_option *opt,
         return -1;
     }
     if (opt->min != opt->max && (d < opt->min || d > opt->max)) {
-        snprintf(err, errlen, "%s must be between %g and %g, not %s",
-                 opt->name, opt->min, opt->max, value);
+        snprintf(err, errlen, "%s must be between %g and %g, not %s", opt->name,
+                 opt->min, opt->max, value);
         return -1;
     }
     if (opt->type == AB_OPT_DOUBLE) {
@@ -255,15 +253,15 @@ ab_config_free(struct ab_config *cfg)
 
 /* Turns the Lua array at the top of the stack into "a,b,c" in `buf`. */
 static int
-join_array(lua_State *L, const char *name, char *buf, size_t size,
-           char *err, size_t errlen)
+join_array(lua_State *L, const char *name, char *buf, size_t size, char *err,
+           size_t errlen)
 {
     size_t used = 0;
     lua_Integer n = luaL_len(L, -1);
 
     buf[0] = '\0';
     for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);                  /* ... array item */
+        lua_rawgeti(L, -1, i); /* ... array item */
         const char *s = lua_tostring(L, -1);
         if (lua_type(L, -1) != LUA_TSTRING || strchr(s, ',') ||
             used + strlen(s) + 2 > size) {
@@ -273,7 +271,7 @@ join_array(lua_State *L, const char *name, char *buf, size_t size,
         }
         used += (size_t)snprintf(buf + used, size - used, "%s%s",
                                  i > 1 ? "," : "", s);
-        lua_pop(L, 1);                          /* ... array */
+        lua_pop(L, 1); /* ... array */
     }
     return 0;
 }
@@ -298,8 +296,8 @@ apply_pair(lua_State *L, struct ab_config *cfg, char *err, size_t errlen)
     }
     switch (lua_type(L, -1)) {
     case LUA_TBOOLEAN:
-        snprintf(buf, sizeof(buf), "%s", lua_toboolean(L, -1) ? "true"
-                                                                : "false");
+        snprintf(buf, sizeof(buf), "%s",
+                 lua_toboolean(L, -1) ? "true" : "false");
         break;
     case LUA_TNUMBER:
     case LUA_TSTRING:
@@ -337,8 +335,8 @@ ab_config_load_file(struct ab_config *cfg, const char *path, char *err,
         return -1;
     }
     luaL_openlibs(L);
-    if (luaL_loadfilex(L, path, "t") != LUA_OK ||   /* chunk */
-        lua_pcall(L, 0, 1, 0) != LUA_OK) {          /* result */
+    if (luaL_loadfilex(L, path, "t") != LUA_OK || /* chunk */
+        lua_pcall(L, 0, 1, 0) != LUA_OK) {        /* result */
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         goto out;
     }
@@ -346,12 +344,12 @@ ab_config_load_file(struct ab_config *cfg, const char *path, char *err,
         snprintf(err, errlen, "%s must return a table of settings", path);
         goto out;
     }
-    lua_pushnil(L);                                 /* table nil */
-    while (lua_next(L, -2) != 0) {                  /* table key value */
+    lua_pushnil(L);                /* table nil */
+    while (lua_next(L, -2) != 0) { /* table key value */
         if (apply_pair(L, cfg, err, errlen) != 0) {
             goto out;
         }
-        lua_pop(L, 1);                              /* table key */
+        lua_pop(L, 1); /* table key */
     }
     rc = 0;
 out:
@@ -366,8 +364,10 @@ ab_config_validate(const struct ab_config *cfg, char *err, size_t errlen)
 
     if (strncmp(cfg->pica_url, "http://", 7) != 0 &&
         strncmp(cfg->pica_url, "https://", 8) != 0) {
-        snprintf(err, errlen, "pica_url must start with http:// or "
-                 "https://, not '%s'", cfg->pica_url);
+        snprintf(err, errlen,
+                 "pica_url must start with http:// or "
+                 "https://, not '%s'",
+                 cfg->pica_url);
         return -1;
     }
     if (plen > 0 && cfg->pica_url[plen - 1] == '/') {
@@ -376,7 +376,8 @@ ab_config_validate(const struct ab_config *cfg, char *err, size_t errlen)
     }
     if (cfg->route_prefix[0] != '/' ||
         cfg->route_prefix[strlen(cfg->route_prefix) - 1] == '/') {
-        snprintf(err, errlen, "route_prefix must start with '/' and not "
+        snprintf(err, errlen,
+                 "route_prefix must start with '/' and not "
                  "end with one, like \"/api\"");
         return -1;
     }

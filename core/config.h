@@ -21,8 +21,8 @@ struct ab_config {
     char *log_level;
     char *secret_file;
     char *data_dir;
-    char **cors_origins;          /* NULL-terminated */
-    char **cors_headers;          /* extra allowed request headers */
+    char **cors_origins; /* NULL-terminated */
+    char **cors_headers; /* extra allowed request headers */
     long workers;
     int dev;
     int allow_header_identity;
@@ -41,8 +41,13 @@ struct ab_config {
     double fail_rate;
 };
 
-enum ab_opt_type { AB_OPT_STR, AB_OPT_LIST, AB_OPT_INT, AB_OPT_BOOL,
-                   AB_OPT_DOUBLE };
+enum ab_opt_type {
+    AB_OPT_STR,
+    AB_OPT_LIST,
+    AB_OPT_INT,
+    AB_OPT_BOOL,
+    AB_OPT_DOUBLE
+};
 
 /* Describes one setting.  `flag` is non-zero when it may be given on
  * the command line (as --name with '_' written '-'). */

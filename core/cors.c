@@ -12,8 +12,8 @@
 /* Headers every deployment needs: the widget's custom identity header,
  * bearer tokens and JSON bodies. */
 static const char *const default_headers[] = {
-    "x-user-id", "authorization", "content-type", "x-connection-key",
-    "x-pica-action-id", NULL};
+    "x-user-id",        "authorization",    "content-type",
+    "x-connection-key", "x-pica-action-id", NULL};
 
 void
 ab_cors_init(struct ab_cors *cors, char **origins, char **headers)
@@ -84,12 +84,10 @@ allowed_subset(const struct ab_cors *cors, const char *requested, char *out,
         }
         if (len > 0 && len < sizeof(name)) {
             for (size_t i = 0; i < len; i++) {
-                name[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32
-                                                             : p[i]);
+                name[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32 : p[i]);
             }
             name[len] = '\0';
-            if (ab_cors_header_allowed(cors, name) &&
-                used + len + 3 < size) {
+            if (ab_cors_header_allowed(cors, name) && used + len + 3 < size) {
                 used += (size_t)snprintf(out + used, size - used, "%s%s",
                                          used ? ", " : "", name);
             }
@@ -119,7 +117,8 @@ ab_cors_preflight(const struct ab_cors *cors, const char *origin,
 {
     char allowed[1024];
 
-    evhttp_add_header(out, "Vary", "Origin, Access-Control-Request-Method, "
+    evhttp_add_header(out, "Vary",
+                      "Origin, Access-Control-Request-Method, "
                       "Access-Control-Request-Headers");
     if (!ab_cors_origin_allowed(cors, origin)) {
         return 403;
@@ -131,8 +130,7 @@ ab_cors_preflight(const struct ab_cors *cors, const char *origin,
         evhttp_add_header(out, "Access-Control-Allow-Headers", allowed);
     }
     if (private_network) {
-        evhttp_add_header(out, "Access-Control-Allow-Private-Network",
-                          "true");
+        evhttp_add_header(out, "Access-Control-Allow-Private-Network", "true");
     }
     evhttp_add_header(out, "Access-Control-Max-Age", "600");
     return 204;

@@ -12,9 +12,9 @@
 struct evkeyvalq;
 
 struct ab_cors {
-    char **origins;      /* borrowed from the config, NULL-terminated */
-    char **headers;      /* borrowed: extra allowed headers */
-    int any_origin;      /* "*" is in the list */
+    char **origins; /* borrowed from the config, NULL-terminated */
+    char **headers; /* borrowed: extra allowed headers */
+    int any_origin; /* "*" is in the list */
 };
 
 /* Methods a browser may use on the API. */

@@ -53,8 +53,8 @@ ab_base64url_encode(const unsigned char *in, size_t len, char *out)
     size_t o = 0, i = 0;
 
     for (; i + 2 < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 |
-                     in[i + 2];
+        unsigned v =
+            (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
         out[o++] = b64url[v >> 18 & 63];
         out[o++] = b64url[v >> 12 & 63];
         out[o++] = b64url[v >> 6 & 63];

@@ -28,11 +28,11 @@
 
 #define MODULE "http-client"
 
-#define DEFAULT_TIMEOUT_MS 10000L
+#define DEFAULT_TIMEOUT_MS   10000L
 #define DEFAULT_MAX_RESPONSE ((size_t)16 * 1024 * 1024)
-#define RETRY_AFTER_CAP_MS 60000L
-#define BACKOFF_FIRST_MS 100L
-#define BACKOFF_CAP_MS 2000L
+#define RETRY_AFTER_CAP_MS   60000L
+#define BACKOFF_FIRST_MS     100L
+#define BACKOFF_CAP_MS       2000L
 
 /* A call never waits for a Retry-After that would end past this many
  * milliseconds after it started; it completes with the answer instead. */
@@ -59,11 +59,11 @@ struct header_list {
 struct ab_http_client {
     struct event_base *base;
     CURLM *multi;
-    struct event *timer;          /* curl's one timeout */
-    struct ab_http_call *calls;   /* in flight, doubly linked */
+    struct event *timer;        /* curl's one timeout */
+    struct ab_http_call *calls; /* in flight, doubly linked */
     size_t inflight;
-    int dispatching;              /* inside collect_done() */
-    int closing;                  /* freed from a callback: destroy later */
+    int dispatching; /* inside collect_done() */
+    int closing;     /* freed from a callback: destroy later */
 };
 
 struct ab_http_call {
@@ -78,12 +78,12 @@ struct ab_http_call {
     int retry;
     int max_attempts;
     size_t max_bytes;
-    int in_multi;                   /* easy is added to the multi handle */
-    int too_large;                  /* this try went over max_bytes */
-    size_t header_bytes;            /* header bytes read in this try */
+    int in_multi;        /* easy is added to the multi handle */
+    int too_large;       /* this try went over max_bytes */
+    size_t header_bytes; /* header bytes read in this try */
     struct buf body;
     struct header_list headers;
-    struct ab_http_response res;    /* outcome of the latest try */
+    struct ab_http_response res; /* outcome of the latest try */
     double started_ms;
 };
 
@@ -300,8 +300,8 @@ parse_imf_fixdate(const char *s, size_t n, long long *out)
         ss > 60) {
         return -1;
     }
-    *out = days_from_civil(year, mon + 1, day) * 86400 + hh * 3600 +
-           mm * 60 + ss;
+    *out =
+        days_from_civil(year, mon + 1, day) * 86400 + hh * 3600 + mm * 60 + ss;
     return 0;
 }
 
@@ -577,8 +577,8 @@ url_is_http(const char *url)
     if (u != NULL && url != NULL &&
         curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK) {
-        ok = strcasecmp(scheme, "http") == 0 ||
-             strcasecmp(scheme, "https") == 0;
+        ok =
+            strcasecmp(scheme, "http") == 0 || strcasecmp(scheme, "https") == 0;
     }
     curl_free(scheme);
     curl_url_cleanup(u);
@@ -671,25 +671,23 @@ build_header_list(struct ab_http_call *call, const struct ab_http_request *req)
 static int
 set_transport_options(CURL *easy, long timeout_ms, size_t max_bytes)
 {
-    curl_off_t max_file = max_bytes > (size_t)INT64_MAX
-                              ? 0
-                              : (curl_off_t)max_bytes;
+    curl_off_t max_file =
+        max_bytes > (size_t)INT64_MAX ? 0 : (curl_off_t)max_bytes;
     int bad = 0;
 
     bad |= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
-    bad |= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms) !=
-           CURLE_OK;
-    bad |= curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, max_file) !=
-           CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK;
+    bad |=
+        curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, max_file) != CURLE_OK;
 #if LIBCURL_VERSION_NUM >= 0x075500
-    bad |= curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https") !=
-           CURLE_OK;
+    bad |=
+        curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
 #else
-    bad |= curl_easy_setopt(easy, CURLOPT_PROTOCOLS,
-                            (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) !=
-           CURLE_OK;
+    bad |=
+        curl_easy_setopt(easy, CURLOPT_PROTOCOLS,
+                         (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK;
 #endif
     return bad ? -1 : 0;
 }
@@ -702,14 +700,12 @@ set_callback_options(struct ab_http_call *call)
     int bad = 0;
 
     bad |= curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)call) != CURLE_OK;
-    bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_curl_body) !=
-           CURLE_OK;
-    bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, (void *)call) !=
-           CURLE_OK;
+    bad |=
+        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_curl_body) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, (void *)call) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_curl_header) !=
            CURLE_OK;
-    bad |= curl_easy_setopt(easy, CURLOPT_HEADERDATA, (void *)call) !=
-           CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_HEADERDATA, (void *)call) != CURLE_OK;
     return bad ? -1 : 0;
 }
 
@@ -735,16 +731,15 @@ set_method_and_body(CURL *easy, const struct ab_http_request *req)
         bad |= curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
                                 (curl_off_t)req->body_len) != CURLE_OK;
         bad |= curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS,
-                                req->body != NULL ? req->body : "") !=
-               CURLE_OK;
+                                req->body != NULL ? req->body : "") != CURLE_OK;
     }
     if (strcmp(method, "HEAD") == 0) {
         bad |= curl_easy_setopt(easy, CURLOPT_NOBODY, 1L) != CURLE_OK;
     } else if (strcmp(method, "GET") == 0 && !body) {
         bad |= curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     } else if (!(strcmp(method, "POST") == 0 && body)) {
-        bad |= curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method) !=
-               CURLE_OK;
+        bad |=
+            curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
     }
     return bad ? -1 : 0;
 }
@@ -765,8 +760,8 @@ setup_easy(struct ab_http_call *call, const struct ab_http_request *req)
         return -1;
     }
     if (curl_easy_setopt(call->easy, CURLOPT_URL, req->url) != CURLE_OK ||
-        curl_easy_setopt(call->easy, CURLOPT_HTTPHEADER,
-                         call->req_headers) != CURLE_OK) {
+        curl_easy_setopt(call->easy, CURLOPT_HTTPHEADER, call->req_headers) !=
+            CURLE_OK) {
         return -1;
     }
     return 0;
@@ -967,8 +962,7 @@ on_retry_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (start_attempt(call) < 0) {
-        AB_WARN(MODULE, NULL, "failed to retry HTTP call: %s",
-                call->res.error);
+        AB_WARN(MODULE, NULL, "failed to retry HTTP call: %s", call->res.error);
         complete(call);
     }
 }
@@ -1061,8 +1055,7 @@ static void
 drive(struct ab_http_client *client, curl_socket_t s, int flags)
 {
     int running;
-    CURLMcode mc = curl_multi_socket_action(client->multi, s, flags,
-                                            &running);
+    CURLMcode mc = curl_multi_socket_action(client->multi, s, flags, &running);
 
     if (mc != CURLM_OK) {
         AB_WARN(MODULE, NULL, "failed to drive transfers: %s",
@@ -1172,12 +1165,12 @@ set_multi_options(struct ab_http_client *client)
     CURLM *multi = client->multi;
     int bad = 0;
 
-    bad |= curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION,
-                             on_curl_socket) != CURLM_OK;
+    bad |= curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) !=
+           CURLM_OK;
     bad |= curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, (void *)client) !=
            CURLM_OK;
-    bad |= curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION,
-                             on_curl_timer) != CURLM_OK;
+    bad |= curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) !=
+           CURLM_OK;
     bad |= curl_multi_setopt(multi, CURLMOPT_TIMERDATA, (void *)client) !=
            CURLM_OK;
     return bad ? -1 : 0;
@@ -1252,9 +1245,8 @@ call_new(struct ab_http_client *client, const struct ab_http_request *req,
  * owned by the client: it is freed after its callback or by
  * ab_http_cancel().  A refusal is logged without the URL or headers. */
 struct ab_http_call *
-ab_http_start(struct ab_http_client *client,
-              const struct ab_http_request *req, ab_http_done_cb cb,
-              void *arg)
+ab_http_start(struct ab_http_client *client, const struct ab_http_request *req,
+              ab_http_done_cb cb, void *arg)
 {
     struct ab_http_call *call = NULL;
     const char *why = check_request(req);

@@ -25,37 +25,36 @@ struct ab_http_header {
 /* What to send.  Every pointer is borrowed for the duration of
  * ab_http_start() only: the client copies what it keeps. */
 struct ab_http_request {
-    const char *method;              /* "GET", "POST", ... */
-    const char *url;                 /* absolute http(s) URL */
+    const char *method; /* "GET", "POST", ... */
+    const char *url;    /* absolute http(s) URL */
     const struct ab_http_header *headers;
     size_t nheaders;
-    const char *body;                /* may be NULL */
+    const char *body; /* may be NULL */
     size_t body_len;
-    long timeout_ms;                 /* per attempt; 0 means 10000 */
-    int max_attempts;                /* 1 means no retry; 0 means 1 */
-    int retry;                       /* non-zero: retry as described above */
-    size_t max_response_bytes;       /* 0 means 16 MiB */
+    long timeout_ms;           /* per attempt; 0 means 10000 */
+    int max_attempts;          /* 1 means no retry; 0 means 1 */
+    int retry;                 /* non-zero: retry as described above */
+    size_t max_response_bytes; /* 0 means 16 MiB */
 };
 
 /* What came back.  Owned by the client; valid only during the callback. */
 struct ab_http_response {
-    int status;                      /* HTTP status, or 0 if none arrived */
-    const char *error;               /* NULL, or why no status arrived:
+    int status;        /* HTTP status, or 0 if none arrived */
+    const char *error; /* NULL, or why no status arrived:
                                         "timeout", "connect", "too_large",
                                         "cancelled" or curl's message */
-    int timed_out;                   /* non-zero if the last try timed out */
-    const char *body;                /* NUL-terminated; may hold NULs */
+    int timed_out;     /* non-zero if the last try timed out */
+    const char *body;  /* NUL-terminated; may hold NULs */
     size_t body_len;
     const struct ab_http_header *headers; /* names lower-cased */
     size_t nheaders;
-    int attempts;                    /* how many tries were made */
-    double elapsed_ms;               /* from start to completion */
+    int attempts;      /* how many tries were made */
+    double elapsed_ms; /* from start to completion */
 };
 
 /* Called exactly once per started call, from the event loop, unless the
  * call was cancelled with ab_http_cancel(). */
-typedef void (*ab_http_done_cb)(const struct ab_http_response *res,
-                                void *arg);
+typedef void (*ab_http_done_cb)(const struct ab_http_response *res, void *arg);
 
 /* Creates a client on `base`.  Returns NULL on failure (logged). */
 struct ab_http_client *ab_http_client_new(struct event_base *base);

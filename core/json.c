@@ -43,19 +43,22 @@
 /* Bytes that end a run of plain string bytes, both ways: control
  * characters (NUL among them, so the end of the input too), '"', '\'. */
 static const unsigned char special[256] = {
-    ROW(1), ROW(1), ['"'] = 1, ['\\'] = 1,
+    ROW(1),
+    ROW(1),
+    ['"'] = 1,
+    ['\\'] = 1,
 };
 
 /* Decoding: the byte a one-letter escape stands for, or 0. */
 static const char unescape[256] = {
-    ['"'] = '"', ['\\'] = '\\', ['/'] = '/', ['b'] = '\b',
-    ['f'] = '\f', ['n'] = '\n', ['r'] = '\r', ['t'] = '\t',
+    ['"'] = '"',  ['\\'] = '\\', ['/'] = '/',  ['b'] = '\b',
+    ['f'] = '\f', ['n'] = '\n',  ['r'] = '\r', ['t'] = '\t',
 };
 
 /* Encoding: the letter of a special byte's short escape, or 0. */
 static const char short_escape[256] = {
-    ['"'] = '"', ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
-    ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't',
+    ['"'] = '"',  ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
+    ['\n'] = 'n', ['\r'] = 'r',  ['\t'] = 't',
 };
 
 static const char hex_digits[] = "0123456789abcdef";
@@ -77,10 +80,10 @@ skip_plain(const char *p)
 
 struct parser {
     lua_State *L;
-    const char *start;  /* the input; Lua ends it with a NUL */
-    const char *end;    /* start + length: that NUL */
-    const char *p;      /* next byte to read */
-    int depth;          /* containers open around p */
+    const char *start; /* the input; Lua ends it with a NUL */
+    const char *end;   /* start + length: that NUL */
+    const char *p;     /* next byte to read */
+    int depth;         /* containers open around p */
     int max_depth;
     const char *err;    /* what went wrong (static text), or NULL */
     const char *err_at; /* where */
@@ -163,7 +166,7 @@ add_utf8(luaL_Buffer *b, unsigned cp)
         u[3] = (char)(0x80 | (cp & 0x3F));
         n = 4;
     }
-    luaL_addlstring(b, u, n);                           /* buf */
+    luaL_addlstring(b, u, n); /* buf */
 }
 
 /* Decodes the \uXXXX escape at p (a surrogate pair takes two) into b.
@@ -199,7 +202,7 @@ add_escape(struct parser *ps, luaL_Buffer *b, const char *p)
     char c = unescape[(unsigned char)p[1]];
 
     if (c != 0) {
-        luaL_addchar(b, c);                             /* buf */
+        luaL_addchar(b, c); /* buf */
         return p + 2;
     }
     if (p[1] == 'u') {
@@ -228,9 +231,9 @@ parse_escaped(struct parser *ps, const char *run, const char *p)
 {
     luaL_Buffer b;
 
-    luaL_buffinit(ps->L, &b);                           /* buf */
+    luaL_buffinit(ps->L, &b); /* buf */
     for (;;) {
-        luaL_addlstring(&b, run, (size_t)(p - run));    /* buf */
+        luaL_addlstring(&b, run, (size_t)(p - run)); /* buf */
         if (*p == '"') {
             break;
         }
@@ -244,7 +247,7 @@ parse_escaped(struct parser *ps, const char *run, const char *p)
         run = p;
         p = skip_plain(p);
     }
-    luaL_pushresult(&b);                                /* s */
+    luaL_pushresult(&b); /* s */
     ps->p = p + 1;
     return 0;
 }
@@ -258,7 +261,7 @@ parse_string(struct parser *ps)
     if (*p != '"') {
         return parse_escaped(ps, run, p);
     }
-    lua_pushlstring(ps->L, run, (size_t)(p - run));     /* s */
+    lua_pushlstring(ps->L, run, (size_t)(p - run)); /* s */
     ps->p = p + 1;
     return 0;
 }
@@ -342,17 +345,17 @@ push_float(struct parser *ps, const char *s, const char *e)
     double d = strtod(s, &stop);
 
     if (stop != e) {
-        lua_pushlstring(ps->L, s, (size_t)(e - s));     /* lit */
+        lua_pushlstring(ps->L, s, (size_t)(e - s)); /* lit */
         if (lua_stringtonumber(ps->L, lua_tostring(ps->L, -1)) == 0) {
             return fail(ps, s, "invalid number");
-        }                                               /* lit num */
+        } /* lit num */
         d = lua_tonumber(ps->L, -1);
-        lua_pop(ps->L, 2);                              /* */
+        lua_pop(ps->L, 2); /* */
     }
     if (isinf(d)) {
         return fail(ps, s, "number out of range");
     }
-    lua_pushnumber(ps->L, d);                           /* num */
+    lua_pushnumber(ps->L, d); /* num */
     return 0;
 }
 
@@ -371,7 +374,7 @@ parse_number(struct parser *ps)
     }
     ps->p = e;
     if (!is_float && to_integer(s, e, &i)) {
-        lua_pushinteger(ps->L, i);                      /* int */
+        lua_pushinteger(ps->L, i); /* int */
         return 0;
     }
     return push_float(ps, s, e);
@@ -388,9 +391,9 @@ parse_literal(struct parser *ps, const char *word, size_t len)
     }
     ps->p += len;
     if (word[0] == 'n') {
-        lua_pushlightuserdata(ps->L, NULL);             /* null */
+        lua_pushlightuserdata(ps->L, NULL); /* null */
     } else {
-        lua_pushboolean(ps->L, word[0] == 't');         /* bool */
+        lua_pushboolean(ps->L, word[0] == 't'); /* bool */
     }
     return 0;
 }
@@ -420,16 +423,16 @@ parse_array(struct parser *ps)
     if (enter(ps) < 0) {
         return -1;
     }
-    lua_newtable(L);                                    /* arr */
-    lua_pushvalue(L, UV_ARRAY_MT);                      /* arr mt */
-    lua_setmetatable(L, -2);                            /* arr */
+    lua_newtable(L);               /* arr */
+    lua_pushvalue(L, UV_ARRAY_MT); /* arr mt */
+    lua_setmetatable(L, -2);       /* arr */
     skip_ws(ps);
     if (*ps->p != ']') {
         for (;;) {
             if (parse_value(ps) < 0) {
                 return -1;
-            }                                           /* arr v */
-            lua_rawseti(L, -2, ++n);                    /* arr */
+            }                        /* arr v */
+            lua_rawseti(L, -2, ++n); /* arr */
             skip_ws(ps);
             if (*ps->p != ',') {
                 break;
@@ -455,7 +458,7 @@ parse_member(struct parser *ps)
     }
     if (parse_string(ps) < 0) {
         return -1;
-    }                                                   /* obj k */
+    } /* obj k */
     skip_ws(ps);
     if (*ps->p != ':') {
         return fail(ps, ps->p, "expected ':'");
@@ -463,8 +466,8 @@ parse_member(struct parser *ps)
     ps->p++;
     if (parse_value(ps) < 0) {
         return -1;
-    }                                                   /* obj k v */
-    lua_rawset(ps->L, -3);                              /* obj */
+    }                      /* obj k v */
+    lua_rawset(ps->L, -3); /* obj */
     return 0;
 }
 
@@ -476,7 +479,7 @@ parse_object(struct parser *ps)
     if (enter(ps) < 0) {
         return -1;
     }
-    lua_newtable(ps->L);                                /* obj */
+    lua_newtable(ps->L); /* obj */
     skip_ws(ps);
     if (*ps->p != '}') {
         for (;;) {
@@ -541,22 +544,22 @@ json_decode(lua_State *L)
     depth = luaL_optinteger(L, 2, AB_JSON_DECODE_DEPTH);
     luaL_argcheck(L, depth >= 0 && depth <= AB_JSON_DECODE_DEPTH_LIMIT, 2,
                   "depth out of range");
-    lua_settop(L, 1);                                   /* s */
+    lua_settop(L, 1); /* s */
     memset(&ps, 0, sizeof(ps));
     ps.L = L;
     ps.start = ps.p = lua_tolstring(L, 1, &len);
     ps.end = ps.start + len;
     ps.max_depth = (int)depth;
 
-    if (parse_value(&ps) == 0) {                        /* s v */
+    if (parse_value(&ps) == 0) { /* s v */
         skip_ws(&ps);
         if (ps.p == ps.end) {
             return 1;
         }
         fail(&ps, ps.p, "unexpected data after the value");
     }
-    lua_settop(L, 1);                                   /* s */
-    lua_pushnil(L);                                     /* s nil */
+    lua_settop(L, 1); /* s */
+    lua_pushnil(L);   /* s nil */
     lua_pushfstring(L, "%s at offset %I", ps.err,
                     (lua_Integer)(ps.err_at - ps.start)); /* s nil err */
     return 2;
@@ -568,11 +571,11 @@ json_decode(lua_State *L)
 
 struct encoder {
     lua_State *L;
-    int slot;     /* stack index of the userdata that holds buf */
-    char *buf;    /* owned by that userdata */
+    int slot;  /* stack index of the userdata that holds buf */
+    char *buf; /* owned by that userdata */
     size_t len;
     size_t cap;
-    int depth;    /* tables open */
+    int depth; /* tables open */
 };
 
 static void encode_value(struct encoder *en, int idx);
@@ -591,9 +594,9 @@ grow(struct encoder *en, size_t need)
     while (cap - en->len < need) {
         cap *= 2;
     }
-    buf = lua_newuserdatauv(en->L, cap, 0);             /* ... buf' */
+    buf = lua_newuserdatauv(en->L, cap, 0); /* ... buf' */
     memcpy(buf, en->buf, en->len);
-    lua_replace(en->L, en->slot);                       /* ... */
+    lua_replace(en->L, en->slot); /* ... */
     en->buf = buf;
     en->cap = cap;
 }
@@ -734,9 +737,9 @@ has_array_mt(lua_State *L, int idx)
 
     if (!lua_getmetatable(L, idx)) {
         return 0;
-    }                                                   /* mt */
+    } /* mt */
     yes = lua_rawequal(L, -1, UV_ARRAY_MT);
-    lua_pop(L, 1);                                      /* */
+    lua_pop(L, 1); /* */
     return yes;
 }
 
@@ -753,9 +756,9 @@ encode_array(struct encoder *en, int idx, lua_Integer n)
         if (i > 1) {
             add_char(en, ',');
         }
-        lua_rawgeti(L, idx, i);                         /* v */
+        lua_rawgeti(L, idx, i); /* v */
         encode_value(en, lua_gettop(L));
-        lua_pop(L, 1);                                  /* */
+        lua_pop(L, 1); /* */
     }
     add_char(en, ']');
 }
@@ -769,8 +772,7 @@ bad_key(lua_State *L)
     if (t == LUA_TSTRING || t == LUA_TNUMBER) {
         luaL_error(L, "cannot encode a table with mixed keys");
     }
-    luaL_error(L, "cannot encode a table key of type %s",
-               luaL_typename(L, -1));
+    luaL_error(L, "cannot encode a table key of type %s", luaL_typename(L, -1));
 }
 
 /* Returns n if the keys of the table at idx are exactly 1..n; raises
@@ -781,9 +783,9 @@ count_array(struct encoder *en, int idx)
     lua_State *L = en->L;
     lua_Integer n = 0, max = 0, k;
 
-    lua_pushnil(L);                                     /* nil */
-    while (lua_next(L, idx)) {                          /* k v */
-        lua_pop(L, 1);                                  /* k */
+    lua_pushnil(L);            /* nil */
+    while (lua_next(L, idx)) { /* k v */
+        lua_pop(L, 1);         /* k */
         if (!lua_isinteger(L, -1)) {
             bad_key(L);
         }
@@ -793,7 +795,7 @@ count_array(struct encoder *en, int idx)
         }
         max = k > max ? k : max;
         n++;
-    }                                                   /* */
+    } /* */
     if (max != n) {
         luaL_error(L, "cannot encode a sparse array "
                       "(json.array() would encode its holes as null)");
@@ -812,9 +814,9 @@ encode_object(struct encoder *en, int idx)
     int first = 1;
 
     add_char(en, '{');
-    do {                                                /* k v */
+    do { /* k v */
         if (lua_type(L, -2) != LUA_TSTRING) {
-            lua_pop(L, 1);                              /* k */
+            lua_pop(L, 1); /* k */
             bad_key(L);
         }
         if (!first) {
@@ -825,8 +827,8 @@ encode_object(struct encoder *en, int idx)
         add_string(en, key, len);
         add_char(en, ':');
         encode_value(en, lua_gettop(L));
-        lua_pop(L, 1);                                  /* k */
-    } while (lua_next(L, idx));                         /* k v | */
+        lua_pop(L, 1);          /* k */
+    } while (lua_next(L, idx)); /* k v | */
     add_char(en, '}');
 }
 
@@ -837,8 +839,8 @@ encode_plain_table(struct encoder *en, int idx)
 {
     lua_State *L = en->L;
 
-    lua_pushnil(L);                                     /* nil */
-    if (!lua_next(L, idx)) {                            /* k v | */
+    lua_pushnil(L);          /* nil */
+    if (!lua_next(L, idx)) { /* k v | */
         add(en, "{}", 2);
         return;
     }
@@ -846,7 +848,7 @@ encode_plain_table(struct encoder *en, int idx)
         encode_object(en, idx);
         return;
     }
-    lua_pop(L, 2);                                      /* */
+    lua_pop(L, 2); /* */
     encode_array(en, idx, count_array(en, idx));
 }
 
@@ -856,8 +858,10 @@ static void
 encode_table(struct encoder *en, int idx)
 {
     if (++en->depth > AB_JSON_ENCODE_DEPTH) {
-        luaL_error(en->L, "cannot encode tables nested deeper than %d "
-                          "(is there a cycle?)", AB_JSON_ENCODE_DEPTH);
+        luaL_error(en->L,
+                   "cannot encode tables nested deeper than %d "
+                   "(is there a cycle?)",
+                   AB_JSON_ENCODE_DEPTH);
     }
     luaL_checkstack(en->L, STACK_SLACK, "json nesting");
     if (has_array_mt(en->L, idx)) {
@@ -917,15 +921,15 @@ json_encode(lua_State *L)
     struct encoder en;
 
     luaL_checkany(L, 1);
-    lua_settop(L, 1);                                   /* v */
+    lua_settop(L, 1); /* v */
     en.L = L;
     en.slot = 2;
     en.len = 0;
     en.cap = ENCODE_BUFFER_START;
     en.depth = 0;
-    en.buf = lua_newuserdatauv(L, en.cap, 0);           /* v buf */
+    en.buf = lua_newuserdatauv(L, en.cap, 0); /* v buf */
     encode_value(&en, 1);
-    lua_pushlstring(L, en.buf, en.len);                 /* v buf s */
+    lua_pushlstring(L, en.buf, en.len); /* v buf s */
     return 1;
 }
 
@@ -934,14 +938,14 @@ static int
 json_array(lua_State *L)
 {
     if (lua_isnoneornil(L, 1)) {
-        lua_settop(L, 0);                               /* */
-        lua_newtable(L);                                /* t */
+        lua_settop(L, 0); /* */
+        lua_newtable(L);  /* t */
     } else {
         luaL_checktype(L, 1, LUA_TTABLE);
-        lua_settop(L, 1);                               /* t */
+        lua_settop(L, 1); /* t */
     }
-    lua_pushvalue(L, UV_ARRAY_MT);                      /* t mt */
-    lua_setmetatable(L, 1);                             /* t */
+    lua_pushvalue(L, UV_ARRAY_MT); /* t mt */
+    lua_setmetatable(L, 1);        /* t */
     return 1;
 }
 
@@ -956,12 +960,12 @@ ab_luaopen_json(lua_State *L)
         {NULL, NULL},
     };
 
-    lua_createtable(L, 0, 5);                           /* M */
-    luaL_newmetatable(L, ARRAY_MT);                     /* M mt */
-    lua_pushvalue(L, -1);                               /* M mt mt */
-    lua_setfield(L, -3, "array_mt");                    /* M mt */
-    luaL_setfuncs(L, funcs, 1);                         /* M */
-    lua_pushlightuserdata(L, NULL);                     /* M null */
-    lua_setfield(L, -2, "null");                        /* M */
+    lua_createtable(L, 0, 5);        /* M */
+    luaL_newmetatable(L, ARRAY_MT);  /* M mt */
+    lua_pushvalue(L, -1);            /* M mt mt */
+    lua_setfield(L, -3, "array_mt"); /* M mt */
+    luaL_setfuncs(L, funcs, 1);      /* M */
+    lua_pushlightuserdata(L, NULL);  /* M null */
+    lua_setfield(L, -2, "null");     /* M */
     return 1;
 }

@@ -11,7 +11,7 @@
 #include <lua.h>
 
 /* Default and largest nesting depth for decode(s [, max_depth]). */
-#define AB_JSON_DECODE_DEPTH 32
+#define AB_JSON_DECODE_DEPTH       32
 #define AB_JSON_DECODE_DEPTH_LIMIT 1000
 
 /* Deepest nesting encode() follows before it gives up (a cycle). */

@@ -9,12 +9,7 @@
 #ifndef AB_LOG_H
 #define AB_LOG_H
 
-enum ab_log_level {
-    AB_LOG_DEBUG,
-    AB_LOG_INFO,
-    AB_LOG_WARN,
-    AB_LOG_ERROR
-};
+enum ab_log_level { AB_LOG_DEBUG, AB_LOG_INFO, AB_LOG_WARN, AB_LOG_ERROR };
 
 extern enum ab_log_level ab_log_threshold;
 
@@ -30,16 +25,16 @@ void ab_log_write(enum ab_log_level level, const char *module,
                   const char *req_id, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define AB_LOG(level, module, req_id, ...)                                  \
-    do {                                                                    \
-        if ((level) >= ab_log_threshold) {                                  \
-            ab_log_write((level), (module), (req_id), __VA_ARGS__);         \
-        }                                                                   \
+#define AB_LOG(level, module, req_id, ...)                                     \
+    do {                                                                       \
+        if ((level) >= ab_log_threshold) {                                     \
+            ab_log_write((level), (module), (req_id), __VA_ARGS__);            \
+        }                                                                      \
     } while (0)
 
 #define AB_DEBUG(mod, rid, ...) AB_LOG(AB_LOG_DEBUG, mod, rid, __VA_ARGS__)
-#define AB_INFO(mod, rid, ...) AB_LOG(AB_LOG_INFO, mod, rid, __VA_ARGS__)
-#define AB_WARN(mod, rid, ...) AB_LOG(AB_LOG_WARN, mod, rid, __VA_ARGS__)
+#define AB_INFO(mod, rid, ...)  AB_LOG(AB_LOG_INFO, mod, rid, __VA_ARGS__)
+#define AB_WARN(mod, rid, ...)  AB_LOG(AB_LOG_WARN, mod, rid, __VA_ARGS__)
 #define AB_ERROR(mod, rid, ...) AB_LOG(AB_LOG_ERROR, mod, rid, __VA_ARGS__)
 
 #endif

@@ -30,13 +30,13 @@ struct ab_wait;
 struct wait_slot {
     struct ab_wait *wait;
     int index;
-    struct ab_http_call *call;      /* NULL once done */
+    struct ab_http_call *call; /* NULL once done */
 };
 
 /* What a parked coroutine waits on: a batch of calls, or a timer. */
 struct ab_wait {
     struct ab_request *req;
-    lua_State *L;                   /* the generation's main state */
+    lua_State *L; /* the generation's main state */
     int results_ref;
     int remaining;
     int n;
@@ -61,7 +61,7 @@ check_request(lua_State *L)
 
     if (req == NULL) {
         luaL_error(L, "broker I/O can only be called from a request's "
-                   "own coroutine, not from one a hook created");
+                      "own coroutine, not from one a hook created");
     }
     return req;
 }
@@ -103,7 +103,7 @@ push_response(lua_State *L)
 {
     const struct ab_http_response *res = lua_touserdata(L, 1);
 
-    lua_createtable(L, 0, 7);                           /* res */
+    lua_createtable(L, 0, 7); /* res */
     if (res->error) {
         lua_pushstring(L, res->error);
         lua_setfield(L, -2, "error");
@@ -118,12 +118,12 @@ push_response(lua_State *L)
     lua_setfield(L, -2, "elapsed_ms");
     lua_pushboolean(L, res->timed_out);
     lua_setfield(L, -2, "timed_out");
-    lua_createtable(L, 0, (int)res->nheaders);          /* res headers */
+    lua_createtable(L, 0, (int)res->nheaders); /* res headers */
     for (size_t i = 0; i < res->nheaders; i++) {
         lua_pushstring(L, res->headers[i].value);
         lua_setfield(L, -2, res->headers[i].name);
     }
-    lua_setfield(L, -2, "headers");                     /* res */
+    lua_setfield(L, -2, "headers"); /* res */
     return 1;
 }
 
@@ -136,16 +136,16 @@ on_call_done(const struct ab_http_response *res, void *arg)
     lua_State *L = wait->L;
 
     slot->call = NULL;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, wait->results_ref);   /* results */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, wait->results_ref); /* results */
     lua_pushcfunction(L, push_response);
     lua_pushlightuserdata(L, (void *)res);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {              /* results err */
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) { /* results err */
         lua_pop(L, 1);
         lua_createtable(L, 0, 1);
         lua_pushliteral(L, "out of memory");
         lua_setfield(L, -2, "error");
     }
-    lua_rawseti(L, -2, slot->index + 1);                /* results */
+    lua_rawseti(L, -2, slot->index + 1); /* results */
     lua_pop(L, 1);
     if (--wait->remaining == 0) {
         complete(wait, 1);
@@ -157,9 +157,8 @@ wait_new(lua_State *L, struct ab_request *req, int n)
 {
     struct ab_wait *wait = calloc(1, sizeof(*wait));
 
-    if (wait == NULL || (wait->slots = calloc((size_t)n + 1,
-                                              sizeof(*wait->slots))) ==
-                            NULL) {
+    if (wait == NULL ||
+        (wait->slots = calloc((size_t)n + 1, sizeof(*wait->slots))) == NULL) {
         free(wait);
         luaL_error(L, "out of memory");
     }
@@ -172,8 +171,7 @@ wait_new(lua_State *L, struct ab_request *req, int n)
 
 /* Fills `hdrs` from the table at `idx`; returns how many. */
 static size_t
-read_headers(lua_State *L, int idx, struct ab_http_header *hdrs,
-             size_t max)
+read_headers(lua_State *L, int idx, struct ab_http_header *hdrs, size_t max)
 {
     size_t n = 0;
 
@@ -190,12 +188,11 @@ read_headers(lua_State *L, int idx, struct ab_http_header *hdrs,
         }
         hdrs[n].name = lua_tostring(L, -2);
         hdrs[n].value = lua_tostring(L, -1);
-        if (strpbrk(hdrs[n].name, "\r\n:") ||
-            strpbrk(hdrs[n].value, "\r\n")) {
+        if (strpbrk(hdrs[n].name, "\r\n:") || strpbrk(hdrs[n].value, "\r\n")) {
             luaL_error(L, "header '%s' holds a line break", hdrs[n].name);
         }
         n++;
-        lua_pop(L, 1);          /* the key stays for lua_next */
+        lua_pop(L, 1); /* the key stays for lua_next */
     }
     return n;
 }
@@ -243,10 +240,9 @@ parse_call(lua_State *L, int idx, struct ab_http_request *r,
     r->nheaders = read_headers(L, lua_gettop(L), hdrs, MAX_OUT_HEADERS);
     lua_getfield(L, idx, "retry");
     r->retry = lua_toboolean(L, -1);
-    r->timeout_ms = opt_integer(L, idx, "timeout_ms",
-                                cfg->upstream_timeout_ms);
-    r->max_attempts = (int)opt_integer(L, idx, "max_attempts",
-                                       cfg->upstream_attempts);
+    r->timeout_ms = opt_integer(L, idx, "timeout_ms", cfg->upstream_timeout_ms);
+    r->max_attempts =
+        (int)opt_integer(L, idx, "max_attempts", cfg->upstream_attempts);
     r->max_response_bytes =
         (size_t)opt_integer(L, idx, "max_response_bytes", 0);
 
@@ -272,10 +268,9 @@ start_call(lua_State *L, int i, struct wait_slot *slot)
     char secret_name[64];
     int top = lua_gettop(L);
 
-    lua_rawgeti(L, 1, i + 1);                           /* ... call */
+    lua_rawgeti(L, 1, i + 1); /* ... call */
     parse_call(L, top + 1, &r, hdrs, secret_name, sizeof(secret_name));
-    slot->call = ab_http_start(gen_of(L)->host->http, &r, on_call_done,
-                               slot);
+    slot->call = ab_http_start(gen_of(L)->host->http, &r, on_call_done, slot);
     lua_settop(L, top);
     return slot->call ? 0 : -1;
 }
@@ -407,8 +402,8 @@ l_log(lua_State *L)
     struct ab_request *req = ab_host_current(L);
 
     if (req && req->identity) {
-        AB_LOG((enum ab_log_level)level, module, req->id, "%s identity=%s",
-               msg, req->identity);
+        AB_LOG((enum ab_log_level)level, module, req->id, "%s identity=%s", msg,
+               req->identity);
     } else {
         AB_LOG((enum ab_log_level)level, module, req ? req->id : NULL, "%s",
                msg);
@@ -490,8 +485,8 @@ l_b64url_encode(lua_State *L)
     luaL_Buffer b;
     char *out = luaL_buffinitsize(L, &b, ab_base64url_encoded_len(len) + 1);
 
-    luaL_pushresultsize(&b, ab_base64url_encode((const unsigned char *)s,
-                                                len, out));
+    luaL_pushresultsize(
+        &b, ab_base64url_encode((const unsigned char *)s, len, out));
     return 1;
 }
 
@@ -501,8 +496,8 @@ l_b64url_decode(lua_State *L)
     size_t len, olen;
     const char *s = luaL_checklstring(L, 1, &len);
     luaL_Buffer b;
-    unsigned char *out = (unsigned char *)luaL_buffinitsize(
-        L, &b, len * 3 / 4 + 3);
+    unsigned char *out =
+        (unsigned char *)luaL_buffinitsize(L, &b, len * 3 / 4 + 3);
 
     if (ab_base64url_decode(s, len, out, &olen) != 0) {
         lua_pushnil(L);
@@ -543,7 +538,7 @@ l_list_dir(lua_State *L)
         lua_pushfstring(L, "cannot open directory %s", path);
         return 2;
     }
-    lua_newtable(L);                                    /* names */
+    lua_newtable(L); /* names */
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] != '.') {
             lua_pushstring(L, e->d_name);
@@ -551,11 +546,11 @@ l_list_dir(lua_State *L)
         }
     }
     closedir(d);
-    lua_getglobal(L, "table");                          /* names table */
-    lua_getfield(L, -1, "sort");                        /* names table sort */
-    lua_pushvalue(L, -3);                               /* ... sort names */
-    lua_call(L, 1, 0);                                  /* names table */
-    lua_pop(L, 1);                                      /* names */
+    lua_getglobal(L, "table");   /* names table */
+    lua_getfield(L, -1, "sort"); /* names table sort */
+    lua_pushvalue(L, -3);        /* ... sort names */
+    lua_call(L, 1, 0);           /* names table */
+    lua_pop(L, 1);               /* names */
     return 1;
 }
 

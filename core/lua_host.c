@@ -69,7 +69,7 @@ ab_host_current(lua_State *L)
 static void
 push_config(lua_State *L, const struct ab_config *cfg)
 {
-    lua_newtable(L);                                    /* cfg */
+    lua_newtable(L); /* cfg */
     for (const struct ab_option *o = ab_options; o->name; o++) {
         const char *field = (const char *)cfg + o->offset;
         switch (o->type) {
@@ -78,7 +78,7 @@ push_config(lua_State *L, const struct ab_config *cfg)
             break;
         case AB_OPT_LIST: {
             char *const *list = *(char *const *const *)field;
-            lua_newtable(L);                            /* cfg list */
+            lua_newtable(L); /* cfg list */
             for (int i = 0; list && list[i]; i++) {
                 lua_pushstring(L, list[i]);
                 lua_rawseti(L, -2, i + 1);
@@ -95,7 +95,7 @@ push_config(lua_State *L, const struct ab_config *cfg)
             lua_pushnumber(L, *(const double *)field);
             break;
         }
-        lua_setfield(L, -2, o->name);                   /* cfg */
+        lua_setfield(L, -2, o->name); /* cfg */
     }
     lua_pushboolean(L, cfg->dev || cfg->allow_header_identity);
     lua_setfield(L, -2, "allow_header_identity");
@@ -106,15 +106,15 @@ static void
 prepare_state(lua_State *L, const char *lua_dir)
 {
     luaL_openlibs(L);
-    lua_getglobal(L, "package");                        /* package */
+    lua_getglobal(L, "package"); /* package */
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
     lua_setfield(L, -2, "path");
-    lua_getfield(L, -1, "preload");                     /* package preload */
+    lua_getfield(L, -1, "preload"); /* package preload */
     lua_pushcfunction(L, ab_luaopen_core);
     lua_setfield(L, -2, "broker.core");
     lua_pushcfunction(L, ab_luaopen_json);
     lua_setfield(L, -2, "broker.jsonc");
-    lua_pop(L, 2);                                      /* */
+    lua_pop(L, 2); /* */
 }
 
 /* Requires `module`, calls its init(config) and anchors its handle.
@@ -127,18 +127,18 @@ load_app(lua_State *L)
 
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
-    lua_call(L, 1, 1);                                  /* gen mod app */
+    lua_call(L, 1, 1); /* gen mod app */
     if (!lua_istable(L, -1)) {
         return luaL_error(L, "%s did not return a table", module);
     }
-    lua_getfield(L, -1, "init");                        /* ... app init */
-    push_config(L, gen->host->cfg);                     /* ... init cfg */
-    lua_call(L, 1, 0);                                  /* ... app */
-    lua_getfield(L, -1, "handle");                      /* ... app handle */
+    lua_getfield(L, -1, "init");    /* ... app init */
+    push_config(L, gen->host->cfg); /* ... init cfg */
+    lua_call(L, 1, 0);              /* ... app */
+    lua_getfield(L, -1, "handle");  /* ... app handle */
     if (!lua_isfunction(L, -1)) {
         return luaL_error(L, "%s has no handle function", module);
     }
-    gen->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* ... app */
+    gen->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* ... app */
     return 0;
 }
 
@@ -168,10 +168,10 @@ ab_generation_load(struct ab_host *host, const char *module,
     /* No request owns the main thread; new threads copy this. */
     *(struct ab_request **)lua_getextraspace(gen->L) = NULL;
     prepare_state(gen->L, host->lua_dir);
-    lua_pushcfunction(gen->L, load_app);                /* f */
-    lua_pushlightuserdata(gen->L, gen);                 /* f gen */
-    lua_pushstring(gen->L, module);                     /* f gen module */
-    if (lua_pcall(gen->L, 2, 0, 0) != LUA_OK) {         /* err */
+    lua_pushcfunction(gen->L, load_app);        /* f */
+    lua_pushlightuserdata(gen->L, gen);         /* f gen */
+    lua_pushstring(gen->L, module);             /* f gen module */
+    if (lua_pcall(gen->L, 2, 0, 0) != LUA_OK) { /* err */
         snprintf(err, errlen, "%s", lua_tostring(gen->L, -1));
         lua_close(gen->L);
         free(gen);
@@ -212,7 +212,7 @@ on_count(lua_State *L, lua_Debug *ar)
     }
     req->over_budget = 1;
     if (L == req->co && lua_isyieldable(L)) {
-        lua_yield(L, 0);    /* cannot be caught by a pcall in a hook */
+        lua_yield(L, 0); /* cannot be caught by a pcall in a hook */
     } else {
         luaL_error(L, "instruction budget exceeded");
     }
@@ -231,8 +231,8 @@ add_headers(lua_State *co, int idx, struct evkeyvalq *out)
     if (!lua_istable(co, idx)) {
         return -1;
     }
-    lua_pushnil(co);                                    /* ... nil */
-    while (lua_next(co, idx) != 0) {                    /* ... name value */
+    lua_pushnil(co);                 /* ... nil */
+    while (lua_next(co, idx) != 0) { /* ... name value */
         const char *name = lua_tostring(co, -2);
         const char *value = lua_tostring(co, -1);
         if (lua_type(co, -2) != LUA_TSTRING || value == NULL ||
@@ -242,7 +242,7 @@ add_headers(lua_State *co, int idx, struct evkeyvalq *out)
             evhttp_remove_header(out, name);
             evhttp_add_header(out, name, value);
         }
-        lua_pop(co, 1);                                 /* ... name */
+        lua_pop(co, 1); /* ... name */
     }
     return rc;
 }
@@ -258,9 +258,10 @@ finish(struct ab_request *req, int nres)
     const char *body = NULL;
 
     if (nres < 1 || status < 100 || status > 599 ||
-        add_headers(co, base + 2, evhttp_request_get_output_headers(
-                                      req->evreq)) != 0) {
-        AB_ERROR("lua", req->id, "failed to answer: the pipeline returned "
+        add_headers(co, base + 2,
+                    evhttp_request_get_output_headers(req->evreq)) != 0) {
+        AB_ERROR("lua", req->id,
+                 "failed to answer: the pipeline returned "
                  "no valid status and headers");
         ab_request_send_error(req, 500, "internal", "internal error");
         return;
@@ -294,14 +295,16 @@ run(struct ab_request *req, int nargs)
     rc = lua_resume(req->co, NULL, nargs, &nres);
     running = NULL;
     if (req->over_budget) {
-        AB_ERROR("lua", req->id, "failed to run the pipeline: it ran more "
+        AB_ERROR("lua", req->id,
+                 "failed to run the pipeline: it ran more "
                  "than %ld Lua instructions",
                  req->server->cfg->instruction_budget);
         ab_request_send_error(req, 500, "internal", "internal error");
     } else if (rc == LUA_YIELD && req->wait != NULL) {
-        lua_pop(req->co, nres);                         /* parked */
+        lua_pop(req->co, nres); /* parked */
     } else if (rc == LUA_YIELD) {
-        AB_ERROR("lua", req->id, "failed to run the pipeline: a hook "
+        AB_ERROR("lua", req->id,
+                 "failed to run the pipeline: a hook "
                  "yielded outside broker I/O");
         ab_request_send_error(req, 500, "internal", "internal error");
     } else if (rc != LUA_OK) {
@@ -332,17 +335,18 @@ push_query(lua_State *L, const char *raw)
     struct evkeyvalq q;
     struct evkeyval *kv;
 
-    lua_newtable(L);                                    /* query */
+    lua_newtable(L); /* query */
     if (raw == NULL || evhttp_parse_query_str(raw, &q) != 0) {
         return;
     }
-    TAILQ_FOREACH(kv, &q, next) {
-        lua_getfield(L, -1, kv->key);                   /* query old */
+    TAILQ_FOREACH(kv, &q, next)
+    {
+        lua_getfield(L, -1, kv->key); /* query old */
         if (lua_isnil(L, -1)) {
-            lua_pushstring(L, kv->value);               /* query nil v */
+            lua_pushstring(L, kv->value); /* query nil v */
             lua_setfield(L, -3, kv->key);
         }
-        lua_pop(L, 1);                                  /* query */
+        lua_pop(L, 1); /* query */
     }
     evhttp_clear_headers(&q);
 }
@@ -354,24 +358,24 @@ push_headers(lua_State *L, struct evkeyvalq *in)
     struct evkeyval *kv;
     char name[256];
 
-    lua_newtable(L);                                    /* headers */
-    TAILQ_FOREACH(kv, in, next) {
+    lua_newtable(L); /* headers */
+    TAILQ_FOREACH(kv, in, next)
+    {
         size_t i;
         for (i = 0; kv->key[i] && i + 1 < sizeof(name); i++) {
             char c = kv->key[i];
             name[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
         }
         name[i] = '\0';
-        lua_getfield(L, -1, name);                      /* headers old */
+        lua_getfield(L, -1, name); /* headers old */
         if (lua_isnil(L, -1)) {
             lua_pushstring(L, kv->value);
         } else {
             lua_pushfstring(L, "%s%s%s", lua_tostring(L, -1),
-                            strcmp(name, "cookie") ? ", " : "; ",
-                            kv->value);
+                            strcmp(name, "cookie") ? ", " : "; ", kv->value);
         }
-        lua_setfield(L, -3, name);                      /* headers old */
-        lua_pop(L, 1);                                  /* headers */
+        lua_setfield(L, -3, name); /* headers old */
+        lua_pop(L, 1);             /* headers */
     }
 }
 
@@ -393,7 +397,7 @@ push_request(lua_State *L, struct ab_request *req)
         free(path);
         return -1;
     }
-    lua_createtable(L, 0, 9);                           /* req */
+    lua_createtable(L, 0, 9); /* req */
     set_field(L, "id", req->id, strlen(req->id));
     lua_pushstring(L, ab_method_name(evhttp_request_get_command(ev)));
     lua_setfield(L, -2, "method");
@@ -406,8 +410,7 @@ push_request(lua_State *L, struct ab_request *req)
     push_headers(L, evhttp_request_get_input_headers(ev));
     lua_setfield(L, -2, "headers");
     set_field(L, "body", (const char *)evbuffer_pullup(body, -1), blen);
-    evhttp_connection_get_peer(evhttp_request_get_connection(ev), &addr,
-                               &port);
+    evhttp_connection_get_peer(evhttp_request_get_connection(ev), &addr, &port);
     lua_pushstring(L, addr);
     lua_setfield(L, -2, "remote_addr");
     return 0;
@@ -431,23 +434,23 @@ ab_host_dispatch(struct ab_generation *gen, struct ab_request *req)
 {
     lua_State *L = gen->L, *co;
 
-    lua_pushcfunction(L, protected_push_request);       /* f */
-    lua_pushlightuserdata(L, req);                      /* f req */
+    lua_pushcfunction(L, protected_push_request); /* f */
+    lua_pushlightuserdata(L, req);                /* f req */
     if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_isnil(L, -1)) {
         lua_pop(L, 1);
         ab_request_send_error(req, 400, "bad_request",
                               "the request path is not valid");
         return;
     }
-    co = lua_newthread(L);                              /* reqt co */
-    req->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);       /* reqt */
+    co = lua_newthread(L);                        /* reqt co */
+    req->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* reqt */
     req->co = co;
     req->gen = gen;
     ab_generation_retain(gen);
     *(struct ab_request **)lua_getextraspace(co) = req;
     lua_sethook(co, on_count, LUA_MASKCOUNT, HOOK_EVERY);
     lua_rawgeti(co, LUA_REGISTRYINDEX, gen->handle_ref); /* co: handle */
-    lua_xmove(L, co, 1);                                /* co: handle reqt */
+    lua_xmove(L, co, 1);                                 /* co: handle reqt */
     run(req, 1);
 }
 

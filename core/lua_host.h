@@ -19,8 +19,8 @@ struct ab_host {
     struct event_base *base;
     struct ab_http_client *http;
     const struct ab_config *cfg;
-    const char *secret;           /* Pica secret key, or NULL */
-    const char *pica_url;         /* where the secret may be sent */
+    const char *secret;   /* Pica secret key, or NULL */
+    const char *pica_url; /* where the secret may be sent */
     const char *lua_dir;
 };
 
@@ -30,10 +30,10 @@ struct ab_wait;
 struct ab_generation {
     struct lua_State *L;
     struct ab_host *host;
-    int handle_ref;               /* the app's handle(req) function */
-    int refs;                     /* requests on it, +1 while current */
+    int handle_ref; /* the app's handle(req) function */
+    int refs;       /* requests on it, +1 while current */
     unsigned long number;
-    double loaded_at;             /* seconds since the epoch */
+    double loaded_at; /* seconds since the epoch */
     size_t mem_used;
     size_t mem_limit;
 };

@@ -72,8 +72,8 @@ read_secret(const struct ab_config *cfg)
     }
     n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-                     buf[n - 1] == ' ')) {
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
         n--;
     }
     buf[n] = '\0';
@@ -126,13 +126,14 @@ static void
 reload(struct broker *b)
 {
     char err[1024];
-    struct ab_generation *gen =
-        ab_generation_load(&b->host, "broker.app", b->generations + 1, err,
-                           sizeof(err));
+    struct ab_generation *gen = ab_generation_load(
+        &b->host, "broker.app", b->generations + 1, err, sizeof(err));
 
     if (gen == NULL) {
-        AB_ERROR("reload", NULL, "failed to load plugins, the old ones "
-                 "keep serving: %s", err);
+        AB_ERROR("reload", NULL,
+                 "failed to load plugins, the old ones "
+                 "keep serving: %s",
+                 err);
         return;
     }
     b->generations++;
@@ -171,7 +172,8 @@ open_loop(struct broker *b)
 
     if (ab_log_parse_level(b->cfg.log_level, &level) != 0) {
         return fatal("log_level must be debug, info, warn or error, not "
-                     "'%s'%s", b->cfg.log_level, "");
+                     "'%s'%s",
+                     b->cfg.log_level, "");
     }
     ab_log_threshold = level;
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -218,14 +220,13 @@ start_dev_sandbox(struct broker *b)
 {
     char url[128], err[256];
 
-    b->sandbox = start_server(b, AB_SERVER_SANDBOX, "127.0.0.1:0",
-                              "sandbox.app");
+    b->sandbox =
+        start_server(b, AB_SERVER_SANDBOX, "127.0.0.1:0", "sandbox.app");
     if (b->sandbox == NULL) {
         return -1;
     }
     snprintf(url, sizeof(url), "http://%s", b->sandbox->address);
-    ab_config_set(&b->cfg, ab_config_option("pica_url"), url, err,
-                  sizeof(err));
+    ab_config_set(&b->cfg, ab_config_option("pica_url"), url, err, sizeof(err));
     if (b->secret == NULL) {
         b->secret = strdup(DEV_SECRET);
     }
@@ -236,16 +237,17 @@ static void
 announce(const struct broker *b)
 {
     if (b->cfg.dev) {
-        AB_WARN("main", NULL, "DEVELOPMENT MODE: embedded sandbox Pica, "
+        AB_WARN("main", NULL,
+                "DEVELOPMENT MODE: embedded sandbox Pica, "
                 "x-user-id header trusted as identity; never use --dev in "
                 "production");
-        AB_INFO("main", NULL, "sandbox Pica on http://%s",
-                b->sandbox->address);
+        AB_INFO("main", NULL, "sandbox Pica on http://%s", b->sandbox->address);
     }
-    AB_INFO("main", NULL, "listening on http://%s (api, token endpoint "
-            "%s/authkit/token)", b->api->address, b->cfg.route_prefix);
-    AB_INFO("main", NULL, "listening on http://%s (admin)",
-            b->admin->address);
+    AB_INFO("main", NULL,
+            "listening on http://%s (api, token endpoint "
+            "%s/authkit/token)",
+            b->api->address, b->cfg.route_prefix);
+    AB_INFO("main", NULL, "listening on http://%s (admin)", b->admin->address);
 }
 
 static int
@@ -256,7 +258,8 @@ check_plugins_dir(const char *dir)
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
         access(dir, R_OK | X_OK) != 0) {
         return fatal("cannot read the plugins directory '%s' (%s); pass "
-                     "--plugins DIR", dir, strerror(errno ? errno : ENOTDIR));
+                     "--plugins DIR",
+                     dir, strerror(errno ? errno : ENOTDIR));
     }
     return 0;
 }
@@ -266,8 +269,8 @@ serve(struct broker *b)
 {
     if (b->cfg.workers > 1) {
         return fatal("--workers above 1 is not available yet; run one "
-                     "broker per core behind the load balancer%s%s", "",
-                     "");
+                     "broker per core behind the load balancer%s%s",
+                     "", "");
     }
     if (check_plugins_dir(b->cfg.plugins) != 0) {
         return 2;
@@ -276,7 +279,8 @@ serve(struct broker *b)
     if (b->secret == NULL && !b->cfg.dev) {
         return fatal("no Pica secret key: set PICA_SECRET_KEY (or "
                      "secret_file in the config), or use --dev to try the "
-                     "broker without a Pica account%s%s", "", "");
+                     "broker without a Pica account%s%s",
+                     "", "");
     }
     if (open_loop(b) != 0 || (b->cfg.dev && start_dev_sandbox(b) != 0)) {
         return 2;
@@ -284,9 +288,9 @@ serve(struct broker *b)
     b->host.secret = b->secret;
     b->host.pica_url = b->cfg.pica_url;
     b->api = start_server(b, AB_SERVER_API, b->cfg.listen, "broker.app");
-    b->admin = b->api ? start_server(b, AB_SERVER_ADMIN,
-                                     b->cfg.admin_listen, NULL)
-                      : NULL;
+    b->admin = b->api
+                   ? start_server(b, AB_SERVER_ADMIN, b->cfg.admin_listen, NULL)
+                   : NULL;
     if (b->admin == NULL) {
         return 2;
     }
@@ -302,12 +306,13 @@ sandbox(struct broker *b)
     if (open_loop(b) != 0) {
         return 2;
     }
-    b->sandbox = start_server(b, AB_SERVER_SANDBOX, b->cfg.listen,
-                              "sandbox.app");
+    b->sandbox =
+        start_server(b, AB_SERVER_SANDBOX, b->cfg.listen, "sandbox.app");
     if (b->sandbox == NULL) {
         return 2;
     }
-    AB_INFO("main", NULL, "sandbox Pica listening on http://%s (%ld "
+    AB_INFO("main", NULL,
+            "sandbox Pica listening on http://%s (%ld "
             "integrations, latency %ld ms, fail rate %g)",
             b->sandbox->address, b->cfg.integrations, b->cfg.latency_ms,
             b->cfg.fail_rate);

@@ -30,16 +30,26 @@ const char *
 ab_method_name(enum evhttp_cmd_type cmd)
 {
     switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "UNKNOWN";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "UNKNOWN";
     }
 }
 
@@ -121,8 +131,8 @@ void
 ab_request_free(struct ab_request *req)
 {
     if (req->evreq) {
-        evhttp_connection_set_closecb(
-            evhttp_request_get_connection(req->evreq), NULL, NULL);
+        evhttp_connection_set_closecb(evhttp_request_get_connection(req->evreq),
+                                      NULL, NULL);
     }
     ab_host_release(req);
     event_free(req->deadline);
@@ -141,8 +151,7 @@ log_access(const struct ab_request *req, int status)
 
     AB_INFO("access", req->id, "%s %.*s %d %.1fms%s%s",
             ab_method_name(evhttp_request_get_command(req->evreq)),
-            len > 200 ? 200 : len, uri, status,
-            ab_now_ms() - req->started_ms,
+            len > 200 ? 200 : len, uri, status, ab_now_ms() - req->started_ms,
             req->identity ? " identity=" : "",
             req->identity ? req->identity : "");
 }
@@ -173,7 +182,7 @@ ab_request_send(struct ab_request *req, int status, const char *body,
     if (buf && body && len > 0) {
         evbuffer_add(buf, body, len);
     }
-    ab_request_free(req);       /* detaches the close callback first */
+    ab_request_free(req); /* detaches the close callback first */
     evhttp_send_reply(evreq, status, NULL, buf);
     if (buf) {
         evbuffer_free(buf);
@@ -210,7 +219,6 @@ ab_request_send_error(struct ab_request *req, int status, const char *code,
 
     json_escape(message, esc, sizeof(esc));
     n = snprintf(body, sizeof(body),
-                 "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code,
-                 esc);
+                 "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
     ab_request_send(req, status, body, (size_t)n);
 }

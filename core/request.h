@@ -21,18 +21,18 @@ struct ab_wait;
 
 struct ab_request {
     char id[20];
-    struct evhttp_request *evreq;   /* NULL once the client is gone */
+    struct evhttp_request *evreq; /* NULL once the client is gone */
     struct ab_server *server;
-    struct ab_generation *gen;      /* a reference is held while set */
-    struct lua_State *co;           /* the pipeline's coroutine */
-    int co_ref;                     /* anchors `co` in the registry */
-    struct ab_wait *wait;           /* I/O `co` is parked on, or NULL */
+    struct ab_generation *gen; /* a reference is held while set */
+    struct lua_State *co;      /* the pipeline's coroutine */
+    int co_ref;                /* anchors `co` in the registry */
+    struct ab_wait *wait;      /* I/O `co` is parked on, or NULL */
     struct event *deadline;
-    double started_ms;              /* monotonic */
-    long instructions;              /* Lua instructions run so far */
+    double started_ms; /* monotonic */
+    long instructions; /* Lua instructions run so far */
     int over_budget;
-    char *identity;                 /* for log lines, once known */
-    char route[48];                 /* for the access log and metrics */
+    char *identity; /* for log lines, once known */
+    char route[48]; /* for the access log and metrics */
 };
 
 /* Creates the request for `evreq`, arms its deadline and watches the
@@ -51,8 +51,8 @@ void ab_request_send(struct ab_request *req, int status, const char *body,
 
 /* Sends {"error": {"code": code, "message": message}} with `status`,
  * then frees the request.  Both strings are ours, never a script's. */
-void ab_request_send_error(struct ab_request *req, int status,
-                           const char *code, const char *message);
+void ab_request_send_error(struct ab_request *req, int status, const char *code,
+                           const char *message);
 
 /* Frees the request without a reply (the client is gone). */
 void ab_request_free(struct ab_request *req);

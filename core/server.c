@@ -20,16 +20,15 @@
 #include "lua_host.h"
 #include "request.h"
 
-#define ALL_METHODS                                                         \
-    (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |  \
-     EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |           \
+#define ALL_METHODS                                                            \
+    (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |     \
+     EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |               \
      EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH)
 
 /* The admin listener's answers, in C so they work whatever the Lua
  * side is doing. */
 static void
-handle_admin(struct ab_server *server, struct ab_request *req,
-             const char *path)
+handle_admin(struct ab_server *server, struct ab_request *req, const char *path)
 {
     char body[256];
     struct ab_server *api = server->watched;
@@ -131,8 +130,8 @@ parse_address(const char *listen, struct sockaddr_storage *ss, int *len)
     }
     port = strtol(colon + 1, &end, 10);
     if (*end != '\0' || port < 0 || port > 65535 ||
-        snprintf(buf, sizeof(buf), "%.*s:1", (int)(colon - listen),
-                 listen) >= (int)sizeof(buf) ||
+        snprintf(buf, sizeof(buf), "%.*s:1", (int)(colon - listen), listen) >=
+            (int)sizeof(buf) ||
         evutil_parse_sockaddr_port(buf, (struct sockaddr *)ss, len) != 0) {
         return -1;
     }
@@ -151,13 +150,15 @@ open_listener(struct event_base *base, const char *listen, int reuseport,
 {
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
-    unsigned flags = LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
-                     LEV_OPT_CLOSE_ON_EXEC;
+    unsigned flags =
+        LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC;
     struct evconnlistener *l;
 
     if (parse_address(listen, &ss, &sslen) != 0) {
-        snprintf(err, errlen, "'%s' is not an ADDR:PORT address (like "
-                 "127.0.0.1:8080 or [::1]:8080)", listen);
+        snprintf(err, errlen,
+                 "'%s' is not an ADDR:PORT address (like "
+                 "127.0.0.1:8080 or [::1]:8080)",
+                 listen);
         return NULL;
     }
     if (reuseport) {
@@ -166,9 +167,10 @@ open_listener(struct event_base *base, const char *listen, int reuseport,
     l = evconnlistener_new_bind(base, NULL, NULL, flags, 1024,
                                 (struct sockaddr *)&ss, sslen);
     if (l == NULL) {
-        snprintf(err, errlen, "cannot listen on %s: %s (is another "
-                 "process using the port?)", listen,
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        snprintf(err, errlen,
+                 "cannot listen on %s: %s (is another "
+                 "process using the port?)",
+                 listen, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     }
     return l;
 }
@@ -208,8 +210,8 @@ apply_limits(struct evhttp *http, const struct ab_config *cfg)
 
 struct ab_server *
 ab_server_new(enum ab_server_kind kind, struct event_base *base,
-              const struct ab_config *cfg, const char *listen,
-              int reuseport, char *err, size_t errlen)
+              const struct ab_config *cfg, const char *listen, int reuseport,
+              char *err, size_t errlen)
 {
     struct ab_server *s = calloc(1, sizeof(*s));
 
@@ -251,7 +253,7 @@ ab_server_free(struct ab_server *server)
     if (server == NULL) {
         return;
     }
-    evhttp_free(server->http);      /* frees the bound listener too */
+    evhttp_free(server->http); /* frees the bound listener too */
     if (server->gen) {
         ab_generation_release(server->gen);
     }

@@ -16,22 +16,22 @@ struct ab_config;
 struct ab_generation;
 
 enum ab_server_kind {
-    AB_SERVER_API,      /* the broker's routes, CORS, Lua pipeline */
-    AB_SERVER_ADMIN,    /* health and status, answered in C */
-    AB_SERVER_SANDBOX   /* the fake Pica, a Lua app without CORS */
+    AB_SERVER_API,    /* the broker's routes, CORS, Lua pipeline */
+    AB_SERVER_ADMIN,  /* health and status, answered in C */
+    AB_SERVER_SANDBOX /* the fake Pica, a Lua app without CORS */
 };
 
 struct ab_server {
     enum ab_server_kind kind;
     struct evhttp *http;
     struct evconnlistener *listener;
-    struct ab_generation *gen;      /* current generation; NULL for admin */
-    struct ab_server *watched;      /* admin: the API server it reports on */
+    struct ab_generation *gen; /* current generation; NULL for admin */
+    struct ab_server *watched; /* admin: the API server it reports on */
     const struct ab_config *cfg;
     struct ab_cors cors;
     size_t inflight;
     unsigned long served;
-    char address[80];               /* "127.0.0.1:8080", port resolved */
+    char address[80]; /* "127.0.0.1:8080", port resolved */
 };
 
 /*
@@ -41,9 +41,8 @@ struct ab_server {
  */
 struct ab_server *ab_server_new(enum ab_server_kind kind,
                                 struct event_base *base,
-                                const struct ab_config *cfg,
-                                const char *listen, int reuseport,
-                                char *err, size_t errlen);
+                                const struct ab_config *cfg, const char *listen,
+                                int reuseport, char *err, size_t errlen);
 
 /* Stops accepting connections; requests in flight go on. */
 void ab_server_stop_accepting(struct ab_server *server);

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config curl ca-certificates
+  build-essential cmake pkg-config curl ca-certificates git clang-format
   liblua5.4-dev lua5.4 lua-cjson lua-busted
   libevent-dev libcurl4-openssl-dev libssl-dev
 )

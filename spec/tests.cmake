@@ -28,3 +28,6 @@ add_test(NAME lua_integration
   WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(lua_integration PROPERTIES
   ENVIRONMENT "${AB_SPEC_ENV}" TIMEOUT 900)
+
+add_test(NAME style COMMAND bash scripts/check-style.sh
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})

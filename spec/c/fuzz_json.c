@@ -63,13 +63,13 @@ setup(void)
 {
     L = luaL_newstate();
     luaL_openlibs(L);
-    if (luaL_loadstring(L, CHECKER) != LUA_OK) {        /* chunk */
+    if (luaL_loadstring(L, CHECKER) != LUA_OK) { /* chunk */
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         abort();
     }
-    ab_luaopen_json(L);                                 /* chunk M */
-    lua_call(L, 1, 1);                                  /* check */
-    checker_ref = luaL_ref(L, LUA_REGISTRYINDEX);       /* */
+    ab_luaopen_json(L);                           /* chunk M */
+    lua_call(L, 1, 1);                            /* check */
+    checker_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* */
 }
 
 /* Called by libFuzzer for each input; the data stays libFuzzer's. */
@@ -79,9 +79,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (L == NULL) {
         setup();
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, checker_ref);     /* check */
-    lua_pushlstring(L, (const char *)data, size);       /* check s */
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {              /* | err */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, checker_ref); /* check */
+    lua_pushlstring(L, (const char *)data, size);   /* check s */
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {          /* | err */
         fprintf(stderr, "check failed: %s\n", lua_tostring(L, -1));
         abort();
     }

@@ -20,15 +20,15 @@
 
 static int passed, failed;
 
-#define CHECK(cond)                                                         \
-    do {                                                                    \
-        if (cond) {                                                         \
-            passed++;                                                       \
-        } else {                                                            \
-            failed++;                                                       \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__,          \
-                    __LINE__, #cond);                                       \
-        }                                                                   \
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (cond) {                                                            \
+            passed++;                                                          \
+        } else {                                                               \
+            failed++;                                                          \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__,   \
+                    #cond);                                                    \
+        }                                                                      \
     } while (0)
 
 static const char *
@@ -66,14 +66,13 @@ test_cors_preflight(void)
     ab_cors_init(&cors, origins, NULL);
     TAILQ_INIT(&out);
     CHECK(ab_cors_preflight(&cors, "https://authkit.picaos.com",
-                            " X-User-Id ,x-bad,Content-Type", 1,
-                            &out) == 204);
+                            " X-User-Id ,x-bad,Content-Type", 1, &out) == 204);
     CHECK(strcmp(header(&out, "Access-Control-Allow-Headers"),
                  "x-user-id, content-type") == 0);
     CHECK(strcmp(header(&out, "Access-Control-Allow-Private-Network"),
                  "true") == 0);
-    CHECK(strcmp(header(&out, "Access-Control-Allow-Credentials"),
-                 "true") == 0);
+    CHECK(strcmp(header(&out, "Access-Control-Allow-Credentials"), "true") ==
+          0);
     evhttp_clear_headers(&out);
 
     CHECK(ab_cors_preflight(&cors, "https://evil.example", "x-user-id", 1,
@@ -112,8 +111,8 @@ test_flags(void)
     struct ab_config cfg;
     enum ab_command cmd;
     char err[256];
-    char *ok[] = {"ab", "--listen", "127.0.0.1:0", "--workers=1", "--dev",
-                  "--pica-url", "http://127.0.0.1:9"};
+    char *ok[] = {"ab",    "--listen",   "127.0.0.1:0",       "--workers=1",
+                  "--dev", "--pica-url", "http://127.0.0.1:9"};
     char *bad_num[] = {"ab", "--workers", "many"};
     char *bad_flag[] = {"ab", "sandbox", "--plugins", "x"};
     char *bad_url[] = {"ab", "--pica-url", "ftp://x"};
@@ -188,15 +187,14 @@ test_crypto(void)
     char enc[64], hex[65];
     size_t len;
 
-    CHECK(ab_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28,
-                         mac) == 0);
+    CHECK(ab_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac) ==
+          0);
     for (int i = 0; i < 32; i++) {
         snprintf(hex + 2 * i, 3, "%02x", mac[i]);
     }
     CHECK(strcmp(hex, "5bdcc146bf60754e6a042426089575c75a003f089d273983"
                       "9dec58b964ec3843") == 0);
-    CHECK(ab_base64url_encode((const unsigned char *)"\xfb\xff", 2, enc) ==
-          3);
+    CHECK(ab_base64url_encode((const unsigned char *)"\xfb\xff", 2, enc) == 3);
     CHECK(strcmp(enc, "-_8") == 0);
     CHECK(ab_base64url_decode("-_8", 3, buf, &len) == 0 && len == 2 &&
           buf[0] == 0xfb && buf[1] == 0xff);

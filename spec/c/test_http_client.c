@@ -28,7 +28,7 @@
 
 /* Wed, 21 Oct 2015 07:28:00 GMT */
 #define DATE_EPOCH 1445412480LL
-#define DATE_TEXT "Wed, 21 Oct 2015 07:28:00 GMT"
+#define DATE_TEXT  "Wed, 21 Oct 2015 07:28:00 GMT"
 
 /* Longest any single test may run the loop before it gives up. */
 #define WAIT_MS 5000L
@@ -63,21 +63,21 @@ check(int ok, const char *what, int line)
 struct fixture {
     struct event_base *base;
     struct evhttp *http;
-    int port;              /* the evhttp server */
-    int hang_fd;           /* listens, never accepts: nothing answers */
+    int port;    /* the evhttp server */
+    int hang_fd; /* listens, never accepts: nothing answers */
     int hang_port;
-    int closed_port;       /* nothing listens there */
+    int closed_port;          /* nothing listens there */
     struct event *raw_accept; /* the canned-bytes server (see on_raw_*) */
     int raw_fd;
     int raw_port;
     struct ab_http_client *client;
-    int completed;         /* callbacks run in this test */
-    int flaky_left;        /* /flaky answers 503 this many more times */
+    int completed;  /* callbacks run in this test */
+    int flaky_left; /* /flaky answers 503 this many more times */
     int flaky_hits;
-    int limited_left;      /* /limited answers 429 this many more times */
+    int limited_left; /* /limited answers 429 this many more times */
     int limited_hits;
     const char *retry_after; /* Retry-After sent with the 429 */
-    int peer_ports[4];     /* client ports seen by /peer */
+    int peer_ports[4];       /* client ports seen by /peer */
     int npeer;
 };
 
@@ -123,8 +123,7 @@ on_done(const struct ab_http_response *res, void *arg)
     out->nheaders = res->nheaders;
     for (size_t i = 0; i < res->nheaders && i < 16; i++) {
         copy_str(out->names[i], sizeof(out->names[i]), res->headers[i].name);
-        copy_str(out->values[i], sizeof(out->values[i]),
-                 res->headers[i].value);
+        copy_str(out->values[i], sizeof(out->values[i]), res->headers[i].value);
     }
     fx.completed++;
 }
@@ -337,8 +336,9 @@ on_echo(struct evhttp_request *req, void *arg)
     evbuffer_add_buffer(body, evhttp_request_get_input_buffer(req));
     evhttp_add_header(out_headers(req), "X-Echo", xreq ? xreq : "-");
     evhttp_add_header(out_headers(req), "X-Empty-Seen",
-                      empty == NULL ? "absent"
-                      : *empty == '\0' ? "empty" : "full");
+                      empty == NULL    ? "absent"
+                      : *empty == '\0' ? "empty"
+                                       : "full");
     evhttp_send_reply(req, 200, "OK", body);
     evbuffer_free(body);
 }
@@ -361,9 +361,9 @@ on_peer(struct evhttp_request *req, void *arg)
 
 /* What the raw server sends: an informational response with headers
  * of its own, then the real one, with a folded (obs-fold) header. */
-#define RAW_RESPONSE                                                      \
-    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nX-Early: 1\r\n\r\n"    \
-    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: yes\r\n"           \
+#define RAW_RESPONSE                                                           \
+    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nX-Early: 1\r\n\r\n"         \
+    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: yes\r\n"                 \
     "X-Fold: one\r\n  two\r\nConnection: close\r\n\r\nok"
 
 /* Called by libevent once a raw connection has sent its request (one
@@ -584,8 +584,7 @@ test_retry_after_reads_imf_fixdate(void)
     CHECK(ab_http_retry_after_ms(DATE_TEXT, t) == 0);
     CHECK(ab_http_retry_after_ms(DATE_TEXT, t + 10) == 0);
     CHECK(ab_http_retry_after_ms(DATE_TEXT, t - 3600) == 60000);
-    CHECK(ab_http_retry_after_ms("Thu, 01 Jan 1970 00:00:10 GMT", 0) ==
-          10000);
+    CHECK(ab_http_retry_after_ms("Thu, 01 Jan 1970 00:00:10 GMT", 0) == 10000);
     CHECK(ab_http_retry_after_ms("Tue, 01 Mar 2016 00:00:00 GMT",
                                  1456790400LL - 2) == 2000);
 }
@@ -601,8 +600,7 @@ test_retry_after_rejects_bad_dates(void)
     CHECK(ab_http_retry_after_ms("Wed, 21 Oct 2015 24:28:00 GMT", t) == -1);
     CHECK(ab_http_retry_after_ms("Wed, 21 Oct 2015 07:28:00 UTC", t) == -1);
     CHECK(ab_http_retry_after_ms("Wed, 21 Oct 2015 07:28 GMT", t) == -1);
-    CHECK(ab_http_retry_after_ms("Wednesday, 21-Oct-15 07:28:00 GMT", t) ==
-          -1);
+    CHECK(ab_http_retry_after_ms("Wednesday, 21-Oct-15 07:28:00 GMT", t) == -1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1033,8 +1031,8 @@ test_callback_may_free_the_client(void)
     for (int i = 0; i < 4; i++) {
         struct ab_http_request req = request_for("GET", "/ok", fx.port);
 
-        CHECK(ab_http_start(fx.client, &req, on_done_free_client,
-                            &out[i]) != NULL);
+        CHECK(ab_http_start(fx.client, &req, on_done_free_client, &out[i]) !=
+              NULL);
     }
     CHECK(run_until(&fx.completed, 1, WAIT_MS) == 0);
     run_for(100);
@@ -1076,10 +1074,13 @@ test_start_refuses_bad_requests(void)
 struct test {
     const char *name;
     void (*fn)(void);
-    int logs;   /* expected to write to the log */
+    int logs; /* expected to write to the log */
 };
 
-#define TEST(fn, logs) {#fn, fn, logs}
+#define TEST(fn, logs)                                                         \
+    {                                                                          \
+#fn, fn, logs                                                          \
+    }
 
 static const struct test tests[] = {
     TEST(test_should_retry_on_no_answer_429_and_5xx, 0),

@@ -33,8 +33,7 @@ check(int ok, const char *what, int line)
 {
     if (!ok) {
         current_failed = 1;
-        fprintf(stderr, "FAIL %s (line %d): %s\n", current_name, line,
-                what);
+        fprintf(stderr, "FAIL %s (line %d): %s\n", current_name, line, what);
     }
 }
 
@@ -98,11 +97,11 @@ static int
 run(const char *src)
 {
     int ok = luaL_loadbuffer(L, src, strlen(src), current_name) == LUA_OK &&
-             lua_pcall(L, 0, 0, 0) == LUA_OK;           /* | err */
+             lua_pcall(L, 0, 0, 0) == LUA_OK; /* | err */
 
     if (!ok) {
         fprintf(stderr, "  %s: %s\n", current_name, lua_tostring(L, -1));
-        lua_pop(L, 1);                                  /* */
+        lua_pop(L, 1); /* */
     }
     return ok;
 }
@@ -368,8 +367,8 @@ test_modules_of_one_state_share_array_mt(void)
 {
     lua_State *S = L;
 
-    ab_luaopen_json(S);                                 /* M */
-    lua_setglobal(S, "json2");                          /* */
+    ab_luaopen_json(S);        /* M */
+    lua_setglobal(S, "json2"); /* */
     CHECK(run("eq(json2.array_mt, json.array_mt)\n"
               "eq(json2.encode(json.decode '[]'), '[]')\n"));
 }
@@ -594,7 +593,10 @@ struct test {
     void (*fn)(void);
 };
 
-#define TEST(fn) {#fn, fn}
+#define TEST(fn)                                                               \
+    {                                                                          \
+#fn, fn                                                                \
+    }
 
 static const struct test tests[] = {
     TEST(test_empty_array_round_trips),
@@ -653,9 +655,9 @@ new_state(void)
         return NULL;
     }
     luaL_openlibs(S);
-    ab_luaopen_json(S);                                 /* M */
-    lua_setglobal(S, "json");                           /* */
-    if (luaL_dostring(S, PRELUDE) != LUA_OK) {          /* | err */
+    ab_luaopen_json(S);                        /* M */
+    lua_setglobal(S, "json");                  /* */
+    if (luaL_dostring(S, PRELUDE) != LUA_OK) { /* | err */
         fprintf(stderr, "prelude: %s\n", lua_tostring(S, -1));
         lua_close(S);
         return NULL;
