@@ -108,12 +108,16 @@ fail_null(struct parser *ps, const char *at, const char *what)
     return NULL;
 }
 
-/* Moves past JSON whitespace; stops at the NUL that ends the input. */
-static void
+/* Moves past JSON whitespace; stops at the NUL that ends the input.
+ * Compact JSON has none, so the first test usually ends it. */
+static inline void
 skip_ws(struct parser *ps)
 {
     const char *p = ps->p;
 
+    if ((unsigned char)*p > ' ') {
+        return;
+    }
     while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') {
         p++;
     }
@@ -530,6 +534,228 @@ parse_value(struct parser *ps)
         return fail(ps, ps->p, "unexpected end of input");
     }
     return fail(ps, ps->p, "expected a value");
+}
+
+/* ------------------------------------------------------------------ */
+/* Validating without building: skip_value                             */
+/* ------------------------------------------------------------------ */
+
+static int skip_value(struct parser *ps);
+
+/* Skips the string at ps->p; a string with escapes takes the slow path
+ * of the decoder so that escapes are checked the same way. */
+static int
+skip_string(struct parser *ps)
+{
+    const char *run = ps->p + 1, *p = skip_plain(run);
+
+    if (*p != '"') {
+        int top = lua_gettop(ps->L);
+        int rc = parse_escaped(ps, run, p);
+
+        lua_settop(ps->L, top);
+        return rc;
+    }
+    ps->p = p + 1;
+    return 0;
+}
+
+/* Skips one element of a container: a value, or for an object
+ * (`close` is '}') a "key": value member. */
+static int
+skip_element(struct parser *ps, char close)
+{
+    if (close == '}') {
+        skip_ws(ps);
+        if (*ps->p != '"' || skip_string(ps) < 0) {
+            return fail(ps, ps->p, "expected a string key");
+        }
+        skip_ws(ps);
+        if (*ps->p != ':') {
+            return fail(ps, ps->p, "expected ':'");
+        }
+        ps->p++;
+    }
+    return skip_value(ps);
+}
+
+/* Skips the array or object at ps->p (`close` is ']' or '}'). */
+static int
+skip_container(struct parser *ps, char close)
+{
+    if (enter(ps) < 0) {
+        return -1;
+    }
+    skip_ws(ps);
+    if (*ps->p != close) {
+        for (;;) {
+            if (skip_element(ps, close) < 0) {
+                return -1;
+            }
+            skip_ws(ps);
+            if (*ps->p != ',') {
+                break;
+            }
+            ps->p++;
+        }
+    }
+    if (*ps->p != close) {
+        return fail(ps, ps->p,
+                    close == ']' ? "expected ',' or ']'"
+                                 : "expected ',' or '}'");
+    }
+    ps->p++;
+    ps->depth--;
+    return 0;
+}
+
+/* Checks the number at ps->p as the decoder would, without pushing. */
+static int
+skip_number(struct parser *ps)
+{
+    int is_float;
+    const char *e = scan_number(ps, &is_float);
+
+    if (e == NULL) {
+        return -1;
+    }
+    if (is_float && isinf(strtod(ps->p, NULL))) {
+        return fail(ps, ps->p, "number out of range");
+    }
+    ps->p = e;
+    return 0;
+}
+
+/* Checks the value at ps->p (after optional whitespace) exactly as
+ * parse_value would, but builds nothing. */
+static int
+skip_value(struct parser *ps)
+{
+    static const char *const words[] = {"true", "false", "null"};
+
+    skip_ws(ps);
+    switch (*ps->p) {
+    case '"':
+        return skip_string(ps);
+    case '{':
+        return skip_container(ps, '}');
+    case '[':
+        return skip_container(ps, ']');
+    case 't':
+    case 'f':
+    case 'n': {
+        const char *w = words[*ps->p == 't' ? 0 : *ps->p == 'f' ? 1 : 2];
+        if (strncmp(ps->p, w, strlen(w)) != 0) {
+            return fail(ps, ps->p, "invalid literal");
+        }
+        ps->p += strlen(w);
+        return 0;
+    }
+    default:
+        break;
+    }
+    if (*ps->p == '-' || (*ps->p >= '0' && *ps->p <= '9')) {
+        return skip_number(ps);
+    }
+    return fail(ps, ps->p,
+                ps->p == ps->end ? "unexpected end of input"
+                                 : "expected a value");
+}
+
+/* Parses one member into the array on top of the stack as the key
+ * and the raw text of its value; `n` counts the array's items. */
+static int
+parse_raw_member(struct parser *ps, lua_Integer *n)
+{
+    const char *v;
+
+    skip_ws(ps);
+    if (*ps->p != '"' || parse_string(ps) < 0) {
+        return fail(ps, ps->p, "expected a string key");
+    }                             /* arr k */
+    lua_rawseti(ps->L, -2, ++*n); /* arr */
+    skip_ws(ps);
+    if (*ps->p != ':') {
+        return fail(ps, ps->p, "expected ':'");
+    }
+    ps->p++;
+    skip_ws(ps);
+    v = ps->p;
+    if (skip_value(ps) < 0) {
+        return -1;
+    }
+    lua_pushlstring(ps->L, v, (size_t)(ps->p - v)); /* arr raw */
+    lua_rawseti(ps->L, -2, ++*n);                   /* arr */
+    return 0;
+}
+
+/* Parses the object that is the whole input into the array on top of
+ * the stack as key, raw value text, key, raw value text, ... */
+static int
+parse_members(struct parser *ps)
+{
+    lua_Integer n = 0;
+
+    skip_ws(ps);
+    if (*ps->p != '{') {
+        return fail(ps, ps->p, "expected an object");
+    }
+    if (enter(ps) < 0) { /* the object counts as one level, as in decode */
+        return -1;
+    }
+    skip_ws(ps);
+    if (*ps->p != '}') {
+        for (;;) {
+            if (parse_raw_member(ps, &n) < 0) {
+                return -1;
+            }
+            skip_ws(ps);
+            if (*ps->p != ',') {
+                break;
+            }
+            ps->p++;
+        }
+    }
+    if (*ps->p != '}') {
+        return fail(ps, ps->p, "expected ',' or '}'");
+    }
+    ps->p++;
+    skip_ws(ps);
+    return ps->p == ps->end
+               ? 0
+               : fail(ps, ps->p, "unexpected data after the value");
+}
+
+/* members(s [, max_depth]) -> {k1, raw1, k2, raw2, ...} | nil, err:
+ * the members of a JSON object in order, each value as its own JSON
+ * text, checked as decode() checks it but not built.  Lets the broker
+ * relay large answers without building Lua values for them.  Called
+ * from Lua. */
+static int
+json_members(lua_State *L)
+{
+    struct parser ps;
+    size_t len;
+
+    luaL_checktype(L, 1, LUA_TSTRING);
+    memset(&ps, 0, sizeof(ps));
+    ps.max_depth = (int)luaL_optinteger(L, 2, AB_JSON_DECODE_DEPTH);
+    luaL_argcheck(
+        L, ps.max_depth >= 0 && ps.max_depth <= AB_JSON_DECODE_DEPTH_LIMIT, 2,
+        "depth out of range");
+    lua_settop(L, 1); /* s */
+    ps.L = L;
+    ps.start = ps.p = lua_tolstring(L, 1, &len);
+    ps.end = ps.start + len;
+    lua_newtable(L); /* s arr */
+    if (parse_members(&ps) == 0) {
+        return 1;
+    }
+    lua_settop(L, 1); /* s */
+    lua_pushnil(L);   /* s nil */
+    lua_pushfstring(L, "%s at offset %I", ps.err,
+                    (lua_Integer)(ps.err_at - ps.start)); /* s nil err */
+    return 2;
 }
 
 /* decode(s [, max_depth]) -> value | nil, err.  Called from Lua. */
@@ -957,6 +1183,7 @@ ab_luaopen_json(lua_State *L)
         {"decode", json_decode},
         {"encode", json_encode},
         {"array", json_array},
+        {"members", json_members},
         {NULL, NULL},
     };
 

@@ -4,6 +4,8 @@
 #include "server.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -214,6 +216,7 @@ ab_server_new(enum ab_server_kind kind, struct event_base *base,
               char *err, size_t errlen)
 {
     struct ab_server *s = calloc(1, sizeof(*s));
+    int one = 1;
 
     if (s == NULL || (s->http = evhttp_new(base)) == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -235,6 +238,10 @@ ab_server_new(enum ab_server_kind kind, struct event_base *base,
         free(s);
         return NULL;
     }
+    /* Accepted sockets inherit this: answers go out without waiting
+     * for the client's delayed ACK (Nagle's algorithm). */
+    setsockopt(evconnlistener_get_fd(s->listener), IPPROTO_TCP, TCP_NODELAY,
+               &one, sizeof(one));
     describe_address(s->listener, s->address, sizeof(s->address));
     return s;
 }

@@ -14,6 +14,13 @@ M.array_mt = codec.array_mt
 M.array = codec.array
 M.encode = codec.encode
 
+--- Returns the members of the JSON object `s` as a flat array
+-- `{key1, raw1, key2, raw2, ...}` where each raw is the member's own
+-- JSON text, checked but not built; or `nil, err`.
+function M.members(s)
+  return codec.members(s, MAX_DEPTH)
+end
+
 --- Returns the value of JSON text `s`, or `nil, err`.
 function M.decode(s)
   if type(s) ~= "string" then

@@ -61,8 +61,9 @@ local function to_call(c)
 end
 
 -- Turns one raw response into `{ok = true, value, status, headers}` or
--- `{ok = false, err = {kind, status, body, retry_after}}`.
-local function outcome(res)
+-- `{ok = false, err = {kind, status, body, retry_after}}`.  With `raw`
+-- a 2xx answer is not decoded: `body` holds its text.
+local function outcome(res, raw)
   if res.error then
     local kind = res.error == "timeout" and "timeout" or "unavailable"
     return {ok = false, err = {kind = kind, detail = res.error}}
@@ -71,8 +72,9 @@ local function outcome(res)
     return {ok = false, err = {kind = "status", status = res.status,
             body = res.body, retry_after = res.headers["retry-after"]}}
   end
-  if res.body == "" then
-    return {ok = true, status = res.status, headers = res.headers}
+  if res.body == "" or raw then
+    return {ok = true, status = res.status, headers = res.headers,
+            body = res.body}
   end
   local value, err = json.decode(res.body)
   if value == nil then
@@ -84,16 +86,16 @@ local function outcome(res)
 end
 
 --- Makes several Pica calls at once.  Each call is `{method, path,
--- query, body (string or table), retry}`; returns an array of outcomes
--- (see `outcome` above) in the same order.
+-- query, body (string or table), retry, raw}`; returns an array of
+-- outcomes (see `outcome` above) in the same order.
 function M.call_all(calls)
-  local raw = {}
+  local requests = {}
   for i, c in ipairs(calls) do
-    raw[i] = to_call(c)
+    requests[i] = to_call(c)
   end
   local out = {}
-  for i, res in ipairs(core.http(raw)) do
-    out[i] = outcome(res)
+  for i, res in ipairs(core.http(requests)) do
+    out[i] = outcome(res, calls[i].raw)
   end
   return out
 end

@@ -5,6 +5,9 @@
 -- cached, and once the page count is known every page is asked at once,
 -- so a warm call is one round trip.  With `?page=&limit=` it relays that
 -- one page.  Rows dropped by filter_integrations are taken off `total`.
+--
+-- Pica's pages are relayed as the JSON text they came in (checked, not
+-- rebuilt): only when a plugin filters the rows are they decoded.
 local json = require "broker.json"
 local errors = require "broker.errors"
 local hooks = require "broker.hooks"
@@ -48,35 +51,46 @@ local function paging(query)
   return page, limit
 end
 
-local function page_call(body, page, limit)
-  return {method = "POST", path = "/v1/authkit", body = body, retry = true,
-          query = {limit = limit, page = page}}
+local function bad_page(detail)
+  pica.raise({kind = "bad_response", detail = detail},
+             "list AuthKit integrations")
 end
 
--- Checks the shape of an answered page; raises a 502 if it is off.
+-- A page as Pica sent it: `keys` in order, `raw[key]` the JSON text of
+-- each member, and `pages` as a number.  Raises a 502 if it is off.
 local function expect_page(o)
   if not o.ok then
     pica.raise(o.err, "list AuthKit integrations")
   end
-  local v = o.value
-  local pages = type(v) == "table" and math.tointeger(v.pages)
-  if not pages or type(v.rows) ~= "table" or pages < 0 then
-    pica.raise({kind = "bad_response",
-                detail = "no rows and pages in the /v1/authkit answer"})
+  local m, err = json.members(o.body or "")
+  if not m then
+    bad_page(err)
   end
-  v.pages = pages
-  return v
+  local page = {keys = {}, raw = {}}
+  for i = 1, #m, 2 do
+    if page.raw[m[i]] == nil then
+      page.keys[#page.keys + 1] = m[i]
+    end
+    page.raw[m[i]] = m[i + 1]
+  end
+  page.pages = whole(page.raw.pages, 0, math.maxinteger)
+  if not page.pages or not (page.raw.rows or ""):find("^%[") then
+    bad_page("no rows and pages in the /v1/authkit answer")
+  end
+  return page
 end
 
 -- Asks the pages in `list` (plus the flags when not cached) at once;
--- returns the flag and a table of answered pages keyed by number.
+-- returns the flags outcome (or nil) and the pages keyed by number.
 local function fetch(body, list, limit, with_flags)
   local calls = {}
   if with_flags then
     calls[1] = {method = "GET", path = "/v1/users/flags"}
   end
   for _, p in ipairs(list) do
-    calls[#calls + 1] = page_call(body, p, limit)
+    calls[#calls + 1] = {method = "POST", path = "/v1/authkit", raw = true,
+                         body = body, retry = true,
+                         query = {limit = limit, page = p}}
   end
   local out = pica.call_all(calls)
   local pages, first = {}, with_flags and 2 or 1
@@ -86,12 +100,16 @@ local function fetch(body, list, limit, with_flags)
   return with_flags and out[1] or nil, pages
 end
 
--- The white-label flag from a flags outcome, cached; false on failure
+-- The white-label flag, cached; false when Pica's flags cannot be had,
 -- as the SDK does.
-local function remember_flags(o)
-  local ok = o.ok and type(o.value) == "table"
-  local flag = ok and o.value.authkitWhitelist == true
-  state.cache:set("flags", flag, ok and state.flags_ttl or FLAGS_RETRY_S)
+local function white_label(flags_outcome)
+  local flag = state.cache:get("flags")
+  if flags_outcome then
+    local o = flags_outcome
+    local ok = o.ok and type(o.value) == "table"
+    flag = ok and o.value.authkitWhitelist == true
+    state.cache:set("flags", flag, ok and state.flags_ttl or FLAGS_RETRY_S)
+  end
   return flag
 end
 
@@ -105,17 +123,13 @@ end
 
 -- Every page of the identity's list, fetched in at most two rounds.
 local function all_pages(body)
-  local flag = state.cache:get("flags")
   local known = state.cache:get("pages") or 1
-  local flags_o, pages = fetch(body, range(1, math.max(known, 1)),
-                               SDK_LIMIT, flag == nil)
-  if flags_o then
-    flag = remember_flags(flags_o)
-  end
+  local flags_o, pages = fetch(body, range(1, known), SDK_LIMIT,
+                               state.cache:get("flags") == nil)
   local count = pages[1].pages
   if count > MAX_PAGES then
-    pica.raise({kind = "bad_response", detail = "Pica says there are "
-                .. count .. " pages; more than " .. MAX_PAGES})
+    bad_page("Pica says there are " .. count .. " pages; more than "
+             .. MAX_PAGES)
   end
   if count > known then
     local _, more = fetch(body, range(known + 1, count), SDK_LIMIT, false)
@@ -124,45 +138,84 @@ local function all_pages(body)
     end
   end
   state.cache:set("pages", math.max(count, 1), state.pages_ttl)
-  return flag, pages, count
+  return white_label(flags_o), pages, math.max(count, 1)
 end
 
--- Runs the rows through filter_integrations; returns rows, dropped.
-local function filter(rows, who, req)
+-- The rows of pages 1..count as one JSON array text, and how many rows
+-- filter_integrations dropped.  Decodes only when a plugin filters.
+local function rows_of(pages, count, ctx, req)
   if not hooks.has("filter_integrations") then
-    return rows, 0
-  end
-  local before = #rows
-  rows = hooks.filter("filter_integrations", "table", rows, who, req)
-  return json.array(rows), before - #rows
-end
-
-local function merged(ctx, body)
-  local flag, pages, count = all_pages(body)
-  local first = pages[1]
-  if count <= 1 then
-    first.isWhiteLabel = flag
-    return first
+    local parts = {}
+    for p = 1, count do
+      -- members() gives the array's exact text: "[" ... "]"
+      local text = pages[p].raw.rows
+      if not text:find("^%[%s*%]$") then
+        parts[#parts + 1] = text:sub(2, -2)
+      end
+    end
+    return "[" .. table.concat(parts, ",") .. "]", 0
   end
   local rows = json.array({})
   for p = 1, count do
-    for _, row in ipairs(pages[p].rows) do
+    local list = json.decode(pages[p].raw.rows)
+    for _, row in ipairs(list or {}) do
       rows[#rows + 1] = row
     end
   end
-  return {rows = rows, page = 1, pages = 1, total = first.total,
-          requestId = pages[count].requestId, isWhiteLabel = flag}
+  local before = #rows
+  rows = hooks.filter("filter_integrations", "table", rows, ctx.who, req)
+  return json.encode(json.array(rows)), before - #rows, #rows
 end
 
-local function one_page(body, page, limit)
-  local flag = state.cache:get("flags")
-  local flags_o, pages = fetch(body, {page}, limit, flag == nil)
-  if flags_o then
-    flag = remember_flags(flags_o)
+-- Pica's total less the rows a plugin dropped (never below what is
+-- returned), as JSON text.
+local function total_of(raw_total, dropped, kept)
+  local total = tonumber(raw_total)
+  if dropped == 0 or not total then
+    return raw_total
   end
+  return string.format("%d", math.max(total - dropped, kept))
+end
+
+-- Rebuilds a page object with some members replaced or added.
+local function relay(page, replace)
+  local out = {}
+  for _, k in ipairs(page.keys) do
+    if replace[k] == nil then
+      out[#out + 1] = json.encode(k) .. ":" .. page.raw[k]
+    end
+  end
+  for _, k in ipairs({"rows", "total", "isWhiteLabel"}) do
+    if replace[k] ~= nil then
+      out[#out + 1] = json.encode(k) .. ":" .. replace[k]
+    end
+  end
+  return "{" .. table.concat(out, ",") .. "}"
+end
+
+-- The SDK's answer: one page as Pica sent it, or every page merged.
+local function merged(ctx, req, body)
+  local flag, pages, count = all_pages(body)
+  local rows, dropped, kept = rows_of(pages, count, ctx, req)
+  local first = pages[1]
+  local total = total_of(first.raw.total or "null", dropped, kept)
+  if count <= 1 then
+    return relay(first, {rows = rows, total = total,
+                         isWhiteLabel = tostring(flag)})
+  end
+  return string.format('{"rows":%s,"page":1,"pages":1,"total":%s,'
+                       .. '"requestId":%s,"isWhiteLabel":%s}', rows, total,
+                       pages[count].raw.requestId or "null", tostring(flag))
+end
+
+local function one_page(ctx, req, body, page, limit)
+  local flags_o, pages = fetch(body, {page}, limit,
+                               state.cache:get("flags") == nil)
+  local flag = white_label(flags_o)
   local v = pages[page]
-  v.isWhiteLabel = flag
-  return v
+  local rows, dropped, kept = rows_of({v}, 1, ctx, req)
+  return relay(v, {rows = rows, isWhiteLabel = tostring(flag),
+                   total = total_of(v.raw.total or "null", dropped, kept)})
 end
 
 -- Rejects a body that says it is JSON but is not.
@@ -182,14 +235,10 @@ function M.handle(req, ctx)
   local page, limit = paging(req.query)
   local body = json.encode({identity = ctx.identity,
                             identityType = ctx.identity_type})
-  local answer = page and one_page(body, page, limit)
-                 or merged(ctx, body)
-  local rows, dropped = filter(answer.rows, ctx.who, req)
-  answer.rows = rows
-  if dropped ~= 0 and type(answer.total) == "number" then
-    answer.total = math.max(answer.total - dropped, #rows)
+  if page then
+    return 200, {}, one_page(ctx, req, body, page, limit)
   end
-  return 200, {}, json.encode(answer)
+  return 200, {}, merged(ctx, req, body)
 end
 
 return M

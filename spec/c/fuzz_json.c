@@ -5,7 +5,10 @@
  * ends in "at offset N"; a decoded value must encode, and that text
  * must decode to an equal value (numbers keep their subtype, arrays
  * their metatable).  The input is also decoded with max_depth 1000 to
- * exercise deep nesting.  Any failure aborts.
+ * exercise deep nesting.  members() must accept exactly the inputs
+ * that decode to an object, and each raw member must decode to that
+ * member's value (unless a later duplicate key replaced it).  Any
+ * failure aborts.
  *
  *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
  *       -Icore $(pkg-config --cflags lua5.4) core/json.c spec/c/fuzz_json.c \
@@ -49,6 +52,19 @@ static const char CHECKER[] =
     "    local text = json.encode(v)\n"
     "    local back, err2 = json.decode(text)\n"
     "    assert(err2 == nil and same(v, back), text)\n"
+    "  end\n"
+    "  local m, merr = json.members(s)\n"
+    "  local is_object = v ~= nil and type(v) == 'table'\n"
+    "    and getmetatable(v) == nil\n"
+    "  assert((m ~= nil) == is_object, merr or 'members accepted')\n"
+    "  local seen = {}\n"
+    "  for i = m and #m or 0, 2, -2 do\n"
+    "    local mv, e3 = json.decode(m[i])\n"
+    "    assert(e3 == nil, e3)\n"
+    "    if not seen[m[i - 1]] then\n"
+    "      assert(same(mv, v[m[i - 1]]), m[i])\n"
+    "    end\n"
+    "    seen[m[i - 1]] = true\n"
     "  end\n"
     "  v, err = json.decode(s, 1000)\n"
     "  assert(err == nil or (v == nil and err:find(' at offset %d+$')), err)\n"

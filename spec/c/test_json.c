@@ -154,6 +154,49 @@ test_pretty_input_round_trips_compact(void)
               "           '[1,{\"a\":[]}]')"));
 }
 
+/* ------------------------------------------------------------------ */
+/* members: an object's members as raw JSON text                       */
+/* ------------------------------------------------------------------ */
+
+static void
+test_members_keep_order_and_raw_text(void)
+{
+    CHECK(run("local m = assert(json.members([==[ {\"rows\": [ {\"a\":[]}"
+              " ] , \"total\":1.50, \"n\":null,\"s\":\"\\u00e9\"} ]==]))\n"
+              "eq(#m, 8, 'count')\n"
+              "eq(m[1], 'rows') eq(m[2], '[ {\"a\":[]} ]')\n"
+              "eq(m[3], 'total') eq(m[4], '1.50')\n"
+              "eq(m[5], 'n') eq(m[6], 'null')\n"
+              "eq(m[7], 's') eq(m[8], [==[\"\\u00e9\"]==])\n"));
+    CHECK(run("eq(#assert(json.members('{}')), 0, 'empty')"));
+}
+
+static void
+test_members_reject_what_decode_rejects(void)
+{
+    static const char *const bad[] = {"[1]",
+                                      "{\"a\":[1,]}",
+                                      "{\"a\":01}",
+                                      "{\"a\":1e999}",
+                                      "{\"a\":\"\\ud800\"}",
+                                      "{\"a\":tru}",
+                                      "{\"a\":1} x",
+                                      "{\"a\" 1}",
+                                      "{a:1}",
+                                      "{\"a\":[[[[1]]]]}",
+                                      NULL};
+    char src[256];
+
+    for (int i = 0; bad[i]; i++) {
+        snprintf(src, sizeof(src),
+                 "local v, err = json.members([==[%s]==], 3)\n"
+                 "assert(v == nil and err:find('at offset'), 'accepted: '"
+                 " .. [==[%s]==])",
+                 bad[i], bad[i]);
+        CHECK(run(src));
+    }
+}
+
 static void
 test_large_document_round_trips(void)
 {
@@ -605,6 +648,8 @@ static const struct test tests[] = {
     TEST(test_nested_arrays_round_trip),
     TEST(test_pretty_input_round_trips_compact),
     TEST(test_large_document_round_trips),
+    TEST(test_members_keep_order_and_raw_text),
+    TEST(test_members_reject_what_decode_rejects),
     TEST(test_integer_literal_decodes_to_integer),
     TEST(test_fraction_decodes_to_float),
     TEST(test_minus_zero_decodes_to_integer_zero),
