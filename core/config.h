@@ -33,6 +33,8 @@ struct ab_config {
     long upstream_attempts;
     long flags_ttl_s;
     long pages_ttl_s;
+    long sync_interval_s;
+    long sync_window_s;
     long lua_memory_mb;
     long instruction_budget;
     /* sandbox */

@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "json.h"
+#include "sqlite.h"
 #include "log.h"
 #include "request.h"
 #include "server.h"
@@ -114,6 +115,8 @@ prepare_state(lua_State *L, const char *lua_dir)
     lua_setfield(L, -2, "broker.core");
     lua_pushcfunction(L, ab_luaopen_json);
     lua_setfield(L, -2, "broker.jsonc");
+    lua_pushcfunction(L, ab_luaopen_sqlite);
+    lua_setfield(L, -2, "broker.sqlite");
     lua_pop(L, 2); /* */
 }
 
@@ -168,6 +171,7 @@ ab_generation_load(struct ab_host *host, const char *module,
     /* No request owns the main thread; new threads copy this. */
     *(struct ab_request **)lua_getextraspace(gen->L) = NULL;
     prepare_state(gen->L, host->lua_dir);
+    ab_sqlite_set_data_dir(gen->L, host->cfg->data_dir);
     lua_pushcfunction(gen->L, load_app);        /* f */
     lua_pushlightuserdata(gen->L, gen);         /* f gen */
     lua_pushstring(gen->L, module);             /* f gen module */
@@ -257,6 +261,10 @@ finish(struct ab_request *req, int nres)
     size_t len = 0;
     const char *body = NULL;
 
+    if (req->job) {
+        ab_request_send(req, 200, NULL, 0); /* nobody to answer */
+        return;
+    }
     if (nres < 1 || status < 100 || status > 599 ||
         add_headers(co, base + 2,
                     evhttp_request_get_output_headers(req->evreq)) != 0) {
@@ -416,6 +424,20 @@ push_request(lua_State *L, struct ab_request *req)
     return 0;
 }
 
+/* Pushes the table of a background job: {id, method = "TICK",
+ * internal = true}, which no HTTP request can produce. */
+static void
+push_job(lua_State *L, struct ab_request *req)
+{
+    lua_createtable(L, 0, 4);        /* req */
+    lua_pushstring(L, req->id);      /* req id */
+    lua_setfield(L, -2, "id");       /* req */
+    lua_pushliteral(L, "TICK");      /* req m */
+    lua_setfield(L, -2, "method");   /* req */
+    lua_pushboolean(L, 1);           /* req true */
+    lua_setfield(L, -2, "internal"); /* req */
+}
+
 /* Builds the request table under lua_pcall, so that running out of
  * Lua memory is an error and not a panic. */
 static int
@@ -423,7 +445,9 @@ protected_push_request(lua_State *L)
 {
     struct ab_request *req = lua_touserdata(L, 1);
 
-    if (push_request(L, req) != 0) {
+    if (req->job) {
+        push_job(L, req);
+    } else if (push_request(L, req) != 0) {
         lua_pushnil(L);
     }
     return 1;

@@ -95,35 +95,58 @@ on_client_close(struct evhttp_connection *conn, void *arg)
     ab_request_free(req);
 }
 
-struct ab_request *
-ab_request_new(struct ab_server *server, struct evhttp_request *evreq)
+/* Allocates a request with its id and armed deadline; NULL on out of
+ * memory. */
+static struct ab_request *
+request_alloc(struct ab_server *server)
 {
     struct ab_request *req = calloc(1, sizeof(*req));
-    struct timeval tv;
     long ms = server->cfg->request_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
     if (req == NULL) {
         return NULL;
     }
-    req->deadline = evtimer_new(
-        evhttp_connection_get_base(evhttp_request_get_connection(evreq)),
-        on_deadline, req);
+    req->deadline = evtimer_new(server->base, on_deadline, req);
     if (req->deadline == NULL) {
         free(req);
         return NULL;
     }
     make_id(req->id, sizeof(req->id));
-    req->evreq = evreq;
     req->server = server;
     req->started_ms = ab_now_ms();
     req->co_ref = -1;
     snprintf(req->route, sizeof(req->route), "unmatched");
-    tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
     evtimer_add(req->deadline, &tv);
+    return req;
+}
+
+struct ab_request *
+ab_request_new(struct ab_server *server, struct evhttp_request *evreq)
+{
+    struct ab_request *req = request_alloc(server);
+
+    if (req == NULL) {
+        return NULL;
+    }
+    req->evreq = evreq;
     evhttp_connection_set_closecb(evhttp_request_get_connection(evreq),
                                   on_client_close, req);
     server->inflight++;
+    return req;
+}
+
+struct ab_request *
+ab_request_new_job(struct ab_server *server)
+{
+    struct ab_request *req = request_alloc(server);
+
+    if (req == NULL) {
+        return NULL;
+    }
+    req->job = 1;
+    snprintf(req->route, sizeof(req->route), "tick");
+    server->job_running = 1;
     return req;
 }
 
@@ -136,7 +159,11 @@ ab_request_free(struct ab_request *req)
     }
     ab_host_release(req);
     event_free(req->deadline);
-    req->server->inflight--;
+    if (req->job) {
+        req->server->job_running = 0;
+    } else {
+        req->server->inflight--;
+    }
     free(req->identity);
     free(req);
 }

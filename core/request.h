@@ -31,6 +31,7 @@ struct ab_request {
     double started_ms; /* monotonic */
     long instructions; /* Lua instructions run so far */
     int over_budget;
+    int job;        /* a background tick, no client */
     char *identity; /* for log lines, once known */
     char route[48]; /* for the access log and metrics */
 };
@@ -41,6 +42,10 @@ struct ab_request {
 struct ab_request *ab_request_new(struct ab_server *server,
                                   struct evhttp_request *evreq);
 
+/* Creates a background job request (no client): the Lua app's tick.
+ * Only one runs at a time per server. */
+struct ab_request *ab_request_new_job(struct ab_server *server);
+
 /*
  * Sends `status` with `body` (copied; may be NULL) and the headers
  * already added to the output, then frees the request.  Adds
@@ -48,6 +53,7 @@ struct ab_request *ab_request_new(struct ab_server *server,
  */
 void ab_request_send(struct ab_request *req, int status, const char *body,
                      size_t len);
+/* (For a job, sending only frees the request.) */
 
 /* Sends {"error": {"code": code, "message": message}} with `status`,
  * then frees the request.  Both strings are ours, never a script's. */

@@ -145,6 +145,33 @@ parse_address(const char *listen, struct sockaddr_storage *ss, int *len)
     return 0;
 }
 
+/* Called by libevent every second on the API server: runs the app's
+ * tick (background work of plugins) unless the last one still runs. */
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct ab_server *server = arg;
+    struct ab_request *job;
+
+    if (server->gen == NULL || server->job_running) {
+        return;
+    }
+    job = ab_request_new_job(server);
+    if (job != NULL) {
+        ab_host_dispatch(server->gen, job);
+    }
+}
+
+/* Starts the tick of an API server; 0 or -1. */
+static int
+start_tick(struct ab_server *s)
+{
+    struct timeval second = {1, 0};
+
+    s->tick = event_new(s->base, -1, EV_PERSIST, on_tick, s);
+    return s->tick ? event_add(s->tick, &second) : -1;
+}
+
 /* Opens the listening socket for `listen` ("ADDR:PORT"). */
 static struct evconnlistener *
 open_listener(struct event_base *base, const char *listen, int reuseport,
@@ -225,6 +252,7 @@ ab_server_new(enum ab_server_kind kind, struct event_base *base,
     }
     s->kind = kind;
     s->cfg = cfg;
+    s->base = base;
     ab_cors_init(&s->cors, cfg->cors_origins, cfg->cors_headers);
     apply_limits(s->http, cfg);
     evhttp_set_gencb(s->http, on_request, s);
@@ -243,6 +271,11 @@ ab_server_new(enum ab_server_kind kind, struct event_base *base,
     setsockopt(evconnlistener_get_fd(s->listener), IPPROTO_TCP, TCP_NODELAY,
                &one, sizeof(one));
     describe_address(s->listener, s->address, sizeof(s->address));
+    if (kind == AB_SERVER_API && start_tick(s) != 0) {
+        snprintf(err, errlen, "out of memory");
+        ab_server_free(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -252,6 +285,9 @@ ab_server_stop_accepting(struct ab_server *server)
     if (server->listener) {
         evconnlistener_disable(server->listener);
     }
+    if (server->tick) {
+        event_del(server->tick);
+    }
 }
 
 void
@@ -259,6 +295,9 @@ ab_server_free(struct ab_server *server)
 {
     if (server == NULL) {
         return;
+    }
+    if (server->tick) {
+        event_free(server->tick);
     }
     evhttp_free(server->http); /* frees the bound listener too */
     if (server->gen) {

@@ -12,6 +12,7 @@
 struct event_base;
 struct evhttp;
 struct evconnlistener;
+struct event;
 struct ab_config;
 struct ab_generation;
 
@@ -27,6 +28,9 @@ struct ab_server {
     struct evconnlistener *listener;
     struct ab_generation *gen; /* current generation; NULL for admin */
     struct ab_server *watched; /* admin: the API server it reports on */
+    struct event_base *base;
+    struct event *tick; /* api: runs the app's tick every second */
+    int job_running;    /* a tick is still running */
     const struct ab_config *cfg;
     struct ab_cors cors;
     size_t inflight;

@@ -10,6 +10,10 @@ add_executable(test_http_client spec/c/test_http_client.c)
 target_link_libraries(test_http_client PRIVATE abcore)
 add_test(NAME c_http_client COMMAND test_http_client)
 
+add_executable(test_sqlite spec/c/test_sqlite.c)
+target_link_libraries(test_sqlite PRIVATE abcore)
+add_test(NAME c_sqlite COMMAND test_sqlite)
+
 add_executable(test_json spec/c/test_json.c)
 target_link_libraries(test_json PRIVATE abcore)
 add_test(NAME c_json COMMAND test_json)

@@ -5,11 +5,13 @@
 -- error a route raises is answered here, in one place.
 local core = require "broker.core"
 local broker = require "broker"
+local connections = require "broker.connections"
 local errors = require "broker.errors"
 local hooks = require "broker.hooks"
 local identity = require "broker.identity"
 local pica = require "broker.pica"
 local plugins = require "broker.plugins"
+local scheduler = require "broker.scheduler"
 local token = require "broker.token"
 
 local M = {}
@@ -20,6 +22,7 @@ local routes = {}
 local function identified(handler)
   return function(req, params)
     local who, id, itype = identity.resolve(req)
+    connections.seen(who)
     return handler(req, {who = who, identity = id, identity_type = itype,
                          params = params})
   end
@@ -32,8 +35,17 @@ end
 
 local function build_routes(prefix)
   routes = {}
+  prefix = prefix:gsub("%p", "%%%0")    -- a literal, in the patterns
   add_route("POST", prefix .. "/authkit/token", "token",
             identified(token.handle))
+  add_route("POST", prefix .. "/connections/sync", "connections_sync",
+            identified(connections.sync))
+  add_route("POST", prefix .. "/connections", "connections_create",
+            identified(connections.create))
+  add_route("GET", prefix .. "/connections", "connections_list",
+            identified(connections.list))
+  add_route("DELETE", prefix .. "/connections/(.+)", "connections_delete",
+            identified(connections.delete))
 end
 
 -- Finds the route of `req`; raises 404 or 405 (with Allow) if none.
@@ -74,7 +86,13 @@ local function route(req)
 end
 
 --- Called by the C core for each request; returns status, headers, body.
+-- The core's background tick comes as `{method = "TICK", internal =
+-- true}`, which no HTTP request can produce.
 function M.handle(req)
+  if req.internal then
+    scheduler.run_due()
+    return 200
+  end
   local res = table.pack(xpcall(route, on_error, req))
   if res[1] then
     return table.unpack(res, 2, res.n)
@@ -90,6 +108,7 @@ function M.init(config)
   end
   pica.configure(config)
   token.configure(config)
+  connections.configure(config)
   broker.pica = {call = pica.call, call_all = pica.call_all}
   local api = plugins.readonly(broker)
   hooks.set_plugins(plugins.load(config.plugins, api))

@@ -82,14 +82,18 @@ function M.filter(name, kind, value, ...)
 end
 
 --- Calls hook `name` of every plugin; raises on the first that fails or
--- returns `nil, err`.
-function M.each(name, ...)
+-- returns `nil, err`.  `on_result` (may be nil) gets each plugin's
+-- packed results: `{true, value, ...}`.
+function M.each(name, on_result, ...)
   for _, p in ipairs(plugins) do
     if p.hooks[name] then
       local res = call(p, name, INTERNAL, ...)
       if res[2] == nil and res[3] ~= nil then
         report(p, name, res[3])
         error(INTERNAL, 0)
+      end
+      if on_result then
+        on_result(res)
       end
     end
   end

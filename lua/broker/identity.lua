@@ -58,6 +58,8 @@ function M.resolve(req)
              "returned identity type '" .. tostring(itype) .. "'; it must "
              .. "be one of user, team, organization, project")
   end
+  -- Store and policy hooks get what was sent to Pica with `who`.
+  who.identity, who.identity_type = identity, itype
   return who, identity, itype
 end
 

@@ -7,6 +7,7 @@
 local core = require "broker.core"
 local json = require "broker.json"
 local cache = require "broker.cache"
+local scheduler = require "broker.scheduler"
 
 local broker = {version = core.version, json = json}
 
@@ -82,6 +83,12 @@ function broker.http.request_all(list)
   return out
 end
 
+--- Runs `fn()` every `seconds` (at least 1) in the background, where
+-- it may wait on I/O like a hook.  Call it when the plugin loads.
+function broker.every(seconds, fn)
+  scheduler.every(seconds, caller_module(), fn)
+end
+
 broker.sleep = core.sleep
 broker.now = core.now
 broker.env = core.env
@@ -101,6 +108,10 @@ broker.cache = {
   set = function(key, value, ttl) return shared:set(key, value, ttl) end,
   delete = function(key) return shared:delete(key) end,
 }
+
+-- SQLite files in the data directory (see core/sqlite.h); the calls
+-- block the loop on the local disk only, never on the network.
+broker.sqlite = {open = require("broker.sqlite").open}
 
 broker.config = {}
 

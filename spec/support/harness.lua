@@ -128,7 +128,8 @@ end
 function M.broker(opts)
   opts = opts or {}
   local dir = M.tmpdir()
-  local config = {allow_header_identity = true, log_level = "info"}
+  local config = {allow_header_identity = true, log_level = "info",
+                  data_dir = dir .. "/data"}
   for k, v in pairs(opts.config or {}) do
     config[k] = v
   end
