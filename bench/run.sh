@@ -467,6 +467,7 @@ write_rows() {
   row "$PASSTHROUGH" p99_ms
   row "$PASSTHROUGH" cpu_ms
   row "$UPSERT" rps
+  row "$UPSERT" cpu_ms
   row "$MEM_IDLE" rss_mib
   row "$MEM_OPEN" rss_mib 'broker<25'
   row "$MEM_BURST" rss_mib

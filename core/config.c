@@ -71,8 +71,8 @@ const struct ab_option ab_options[] = {
      "how long an identity counts as active for the background sync"},
     {"lua_memory_mb", AB_OPT_INT, OFF(lua_memory_mb), "256", 8, 65536, 0,
      "memory cap of one Lua state"},
-    {"instruction_budget", AB_OPT_INT, OFF(instruction_budget), "50000000",
-     10000, 1e12, 0, "Lua instructions one request may run"},
+    {"instruction_budget", AB_OPT_INT, OFF(instruction_budget), "10000000",
+     10000, 1e12, 0, "Lua instructions one hook call may run"},
     {NULL, AB_OPT_STR, 0, NULL, NOLIM, 0, NULL},
 };
 

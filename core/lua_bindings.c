@@ -19,6 +19,7 @@
 #include "http_client.h"
 #include "log.h"
 #include "lua_host.h"
+#include "metrics.h"
 #include "request.h"
 
 /* Headers a hook may set at most on one outbound call. */
@@ -437,6 +438,50 @@ l_set_route(lua_State *L)
     return 0;
 }
 
+/* core.hook_begin(): a plugin's hook starts; its instructions count
+ * against instruction_budget from zero. */
+static int
+l_hook_begin(lua_State *L)
+{
+    struct ab_request *req = ab_host_current(L);
+
+    if (req) {
+        req->instructions = 0;
+        req->in_hook = 1;
+    }
+    return 0;
+}
+
+/* core.hook_end(): the hook returned (or failed). */
+static int
+l_hook_end(lua_State *L)
+{
+    struct ab_request *req = ab_host_current(L);
+
+    if (req) {
+        req->in_hook = 0;
+    }
+    return 0;
+}
+
+/* core.metric_upstream(endpoint, status, ms): one finished outbound
+ * call, for /metrics (status 0: no answer). */
+static int
+l_metric_upstream(lua_State *L)
+{
+    ab_metrics_upstream(luaL_checkstring(L, 1), (int)luaL_checkinteger(L, 2),
+                        luaL_checknumber(L, 3));
+    return 0;
+}
+
+/* core.metric_hook_error(hook): a hook failed, for /metrics. */
+static int
+l_metric_hook_error(lua_State *L)
+{
+    ab_metrics_hook_error(luaL_checkstring(L, 1));
+    return 0;
+}
+
 static int
 l_hmac_sha256(lua_State *L)
 {
@@ -566,6 +611,10 @@ ab_luaopen_core(lua_State *L)
         {"log", l_log},
         {"set_identity", l_set_identity},
         {"set_route", l_set_route},
+        {"hook_begin", l_hook_begin},
+        {"hook_end", l_hook_end},
+        {"metric_upstream", l_metric_upstream},
+        {"metric_hook_error", l_metric_hook_error},
         {"hmac_sha256", l_hmac_sha256},
         {"sha256", l_sha256},
         {"equals", l_equals},

@@ -142,6 +142,11 @@ load_app(lua_State *L)
         return luaL_error(L, "%s has no handle function", module);
     }
     gen->handle_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* ... app */
+    lua_getfield(L, -1, "describe");                  /* ... app f */
+    if (lua_isfunction(L, -1)) {
+        lua_call(L, 0, 1); /* ... app json */
+        gen->files_json = strdup(luaL_checkstring(L, -1));
+    }
     return 0;
 }
 
@@ -178,6 +183,7 @@ ab_generation_load(struct ab_host *host, const char *module,
     if (lua_pcall(gen->L, 2, 0, 0) != LUA_OK) { /* err */
         snprintf(err, errlen, "%s", lua_tostring(gen->L, -1));
         lua_close(gen->L);
+        free(gen->files_json);
         free(gen);
         return NULL;
     }
@@ -197,17 +203,19 @@ ab_generation_release(struct ab_generation *gen)
         return;
     }
     lua_close(gen->L);
+    free(gen->files_json);
     free(gen);
 }
 
-/* Runs every HOOK_EVERY instructions of a request's pipeline and stops
- * it once it has spent its budget. */
+/* Runs every HOOK_EVERY instructions of a request's coroutine; while a
+ * hook runs (between core.hook_begin and core.hook_end) it counts them,
+ * and stops the request once the hook has spent its budget. */
 static void
 on_count(lua_State *L, lua_Debug *ar)
 {
     struct ab_request *req = running;
 
-    if (req == NULL) {
+    if (req == NULL || !req->in_hook) {
         return;
     }
     req->instructions += HOOK_EVERY;
@@ -304,7 +312,7 @@ run(struct ab_request *req, int nargs)
     running = NULL;
     if (req->over_budget) {
         AB_ERROR("lua", req->id,
-                 "failed to run the pipeline: it ran more "
+                 "failed to run the pipeline: a hook ran more "
                  "than %ld Lua instructions",
                  req->server->cfg->instruction_budget);
         ab_request_send_error(req, 500, "internal", "internal error");

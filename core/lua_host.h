@@ -36,6 +36,7 @@ struct ab_generation {
     double loaded_at; /* seconds since the epoch */
     size_t mem_used;
     size_t mem_limit;
+    char *files_json; /* the app's describe(): [{name, sha256}] or NULL */
 };
 
 /*

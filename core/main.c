@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "generations.h"
 #include "http_client.h"
 #include "log.h"
 #include "lua_host.h"
@@ -33,7 +34,8 @@ struct broker {
     struct ab_server *api, *admin, *sandbox;
     struct event *sig_term, *sig_int, *sig_hup, *drain;
     char *secret;
-    unsigned long generations;
+    struct ab_generations gens; /* of the API server */
+    unsigned long sandbox_generations;
     double drain_started;
 };
 
@@ -121,32 +123,16 @@ on_stop_signal(evutil_socket_t sig, short what, void *arg)
     event_add(b->drain, &tick);
 }
 
-/* Builds a new broker generation and, if it loads, makes it current. */
-static void
-reload(struct broker *b)
-{
-    char err[1024];
-    struct ab_generation *gen = ab_generation_load(
-        &b->host, "broker.app", b->generations + 1, err, sizeof(err));
-
-    if (gen == NULL) {
-        AB_ERROR("reload", NULL,
-                 "failed to load plugins, the old ones "
-                 "keep serving: %s",
-                 err);
-        return;
-    }
-    b->generations++;
-    ab_generation_release(b->api->gen);
-    b->api->gen = gen;
-    AB_INFO("reload", NULL, "generation %lu is live", gen->number);
-}
-
 /* Called by libevent on SIGHUP. */
 static void
 on_hup(evutil_socket_t sig, short what, void *arg)
 {
-    reload(arg);
+    struct broker *b = arg;
+    char err[2048];
+
+    if (b->api) {
+        ab_generations_reload(&b->gens, err, sizeof(err));
+    }
 }
 
 static int
@@ -203,8 +189,8 @@ start_server(struct broker *b, enum ab_server_kind kind, const char *listen,
         return NULL;
     }
     if (module) {
-        s->gen = ab_generation_load(&b->host, module, ++b->generations, err,
-                                    sizeof(err));
+        s->gen = ab_generation_load(&b->host, module, ++b->sandbox_generations,
+                                    err, sizeof(err));
         if (s->gen == NULL) {
             fatal("failed to load %s: %s", module, err);
             ab_server_free(s);
@@ -212,6 +198,30 @@ start_server(struct broker *b, enum ab_server_kind kind, const char *listen,
         }
     }
     return s;
+}
+
+/* The API server with its first plugin generation (watched for
+ * changes), and the admin server that reports on it. */
+static int
+start_api(struct broker *b)
+{
+    char err[2048];
+
+    b->api = start_server(b, AB_SERVER_API, b->cfg.listen, NULL);
+    if (b->api == NULL) {
+        return -1;
+    }
+    if (ab_generations_start(&b->gens, &b->host, b->api, 1, err, sizeof(err)) !=
+        0) {
+        fatal("failed to load the plugins: %s%s", err, "");
+        return -1;
+    }
+    b->admin = start_server(b, AB_SERVER_ADMIN, b->cfg.admin_listen, NULL);
+    if (b->admin == NULL) {
+        return -1;
+    }
+    b->admin->generations = &b->gens;
+    return 0;
 }
 
 /* --dev: the sandbox Pica inside this process, on a free loopback port. */
@@ -287,14 +297,9 @@ serve(struct broker *b)
     }
     b->host.secret = b->secret;
     b->host.pica_url = b->cfg.pica_url;
-    b->api = start_server(b, AB_SERVER_API, b->cfg.listen, "broker.app");
-    b->admin = b->api
-                   ? start_server(b, AB_SERVER_ADMIN, b->cfg.admin_listen, NULL)
-                   : NULL;
-    if (b->admin == NULL) {
+    if (start_api(b) != 0) {
         return 2;
     }
-    b->admin->watched = b->api;
     announce(b);
     event_base_dispatch(b->base);
     return 0;
@@ -346,6 +351,7 @@ check(struct broker *b)
 static void
 cleanup(struct broker *b)
 {
+    ab_generations_stop(&b->gens);
     ab_server_free(b->api);
     ab_server_free(b->admin);
     ab_server_free(b->sandbox);

@@ -15,6 +15,7 @@
 #include "crypto.h"
 #include "log.h"
 #include "lua_host.h"
+#include "metrics.h"
 #include "server.h"
 
 double
@@ -201,6 +202,7 @@ ab_request_send(struct ab_request *req, int status, const char *body,
         evhttp_add_header(out, "Content-Type", "application/json");
     }
     log_access(req, status);
+    ab_metrics_request(req->route, status, ab_now_ms() - req->started_ms);
     req->server->served++;
 
     /* Copy the body before the request (and the Lua string the body
@@ -216,9 +218,8 @@ ab_request_send(struct ab_request *req, int status, const char *body,
     }
 }
 
-/* Appends `s` to `out` as JSON string content (no quotes). */
-static size_t
-json_escape(const char *s, char *out, size_t size)
+size_t
+ab_json_escape(const char *s, char *out, size_t size)
 {
     size_t o = 0;
 
@@ -244,7 +245,7 @@ ab_request_send_error(struct ab_request *req, int status, const char *code,
     char esc[512], body[768];
     int n;
 
-    json_escape(message, esc, sizeof(esc));
+    ab_json_escape(message, esc, sizeof(esc));
     n = snprintf(body, sizeof(body),
                  "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
     ab_request_send(req, status, body, (size_t)n);

@@ -29,7 +29,8 @@ struct ab_request {
     struct ab_wait *wait;      /* I/O `co` is parked on, or NULL */
     struct event *deadline;
     double started_ms; /* monotonic */
-    long instructions; /* Lua instructions run so far */
+    long instructions; /* Lua instructions of this hook call */
+    int in_hook;       /* a plugin hook is running */
     int over_budget;
     int job;        /* a background tick, no client */
     char *identity; /* for log lines, once known */
@@ -62,6 +63,11 @@ void ab_request_send_error(struct ab_request *req, int status, const char *code,
 
 /* Frees the request without a reply (the client is gone). */
 void ab_request_free(struct ab_request *req);
+
+/* Writes `s` into `out` (of `size` bytes, NUL-terminated, cut short if
+ * it does not fit) as the content of a JSON string, without quotes.
+ * Returns the length written. */
+size_t ab_json_escape(const char *s, char *out, size_t size);
 
 /* "GET", "POST", ... for an evhttp method. */
 const char *ab_method_name(enum evhttp_cmd_type cmd);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "admin.h"
 #include "config.h"
 #include "log.h"
 #include "lua_host.h"
@@ -26,33 +27,6 @@
     (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |     \
      EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |               \
      EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH)
-
-/* The admin listener's answers, in C so they work whatever the Lua
- * side is doing. */
-static void
-handle_admin(struct ab_server *server, struct ab_request *req, const char *path)
-{
-    char body[256];
-    struct ab_server *api = server->watched;
-    int n;
-
-    if (strcmp(path, "/healthz") == 0) {
-        ab_request_send(req, 200, "{\"status\":\"ok\"}", 15);
-    } else if (strcmp(path, "/readyz") == 0) {
-        if (api == NULL || api->gen == NULL) {
-            ab_request_send_error(req, 503, "not_ready",
-                                  "no plugin generation is live");
-            return;
-        }
-        n = snprintf(body, sizeof(body),
-                     "{\"status\":\"ready\",\"generation\":%lu,"
-                     "\"inflight\":%zu}",
-                     api->gen->number, api->inflight);
-        ab_request_send(req, 200, body, (size_t)n);
-    } else {
-        ab_request_send_error(req, 404, "not_found", "no such route");
-    }
-}
 
 /* Answers an OPTIONS preflight; returns non-zero if `req` was one. */
 static int
@@ -98,8 +72,11 @@ on_request(struct evhttp_request *evreq, void *arg)
         return;
     }
     path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(evreq));
+    if (server->kind == AB_SERVER_SANDBOX) {
+        snprintf(req->route, sizeof(req->route), "sandbox");
+    }
     if (server->kind == AB_SERVER_ADMIN) {
-        handle_admin(server, req, path ? path : "/");
+        ab_admin_handle(server, req, path ? path : "/");
         return;
     }
     if (server->kind == AB_SERVER_API) {

@@ -15,6 +15,7 @@ struct evconnlistener;
 struct event;
 struct ab_config;
 struct ab_generation;
+struct ab_generations;
 
 enum ab_server_kind {
     AB_SERVER_API,    /* the broker's routes, CORS, Lua pipeline */
@@ -26,8 +27,8 @@ struct ab_server {
     enum ab_server_kind kind;
     struct evhttp *http;
     struct evconnlistener *listener;
-    struct ab_generation *gen; /* current generation; NULL for admin */
-    struct ab_server *watched; /* admin: the API server it reports on */
+    struct ab_generation *gen;          /* current generation; NULL for admin */
+    struct ab_generations *generations; /* admin: what it reports on */
     struct event_base *base;
     struct event *tick; /* api: runs the app's tick every second */
     int job_running;    /* a tick is still running */

@@ -14,6 +14,14 @@ add_executable(test_sqlite spec/c/test_sqlite.c)
 target_link_libraries(test_sqlite PRIVATE abcore)
 add_test(NAME c_sqlite COMMAND test_sqlite)
 
+add_executable(test_metrics spec/c/test_metrics.c)
+target_link_libraries(test_metrics PRIVATE abcore)
+add_test(NAME c_metrics COMMAND test_metrics)
+
+add_executable(test_watcher spec/c/test_watcher.c)
+target_link_libraries(test_watcher PRIVATE abcore)
+add_test(NAME c_watcher COMMAND test_watcher)
+
 add_executable(test_json spec/c/test_json.c)
 target_link_libraries(test_json PRIVATE abcore)
 add_test(NAME c_json COMMAND test_json)

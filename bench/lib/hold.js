@@ -8,9 +8,8 @@
 // headers given go with it) or a CORS preflight for it. Once a socket has
 // its answer it sends a preflight every 2 s, as a browser's widget would,
 // so that servers with a short keep-alive timeout (Node's is 5 s) keep it
-// open. Prints `HOLD open=N ok=N failed=N` half
-// a second after the last answer, then holds until killed or MAX_SECONDS
-// pass.
+// open. Prints `HOLD open=N ok=N failed=N` half a second after the last
+// answer, then holds until killed or MAX_SECONDS pass.
 'use strict';
 
 const net = require('node:net');

@@ -7,6 +7,7 @@ local core = require "broker.core"
 local broker = require "broker"
 local connections = require "broker.connections"
 local errors = require "broker.errors"
+local json = require "broker.json"
 local hooks = require "broker.hooks"
 local identity = require "broker.identity"
 local pica = require "broker.pica"
@@ -100,6 +101,18 @@ function M.handle(req)
   return errors.response(res[2])
 end
 
+local loaded = {}
+
+--- The generation's files and their SHA-256, as JSON (for the admin
+-- endpoint /admin/plugins).  Called by the C core after init.
+function M.describe()
+  local files = json.array({})
+  for i, p in ipairs(loaded) do
+    files[i] = {name = p.name, sha256 = p.sha256}
+  end
+  return json.encode(files)
+end
+
 --- Called by the C core once per generation.
 function M.init(config)
   getmetatable("").__metatable = false
@@ -111,7 +124,8 @@ function M.init(config)
   connections.configure(config)
   broker.pica = {call = pica.call, call_all = pica.call_all}
   local api = plugins.readonly(broker)
-  hooks.set_plugins(plugins.load(config.plugins, api))
+  loaded = plugins.load(config.plugins, api)
+  hooks.set_plugins(loaded)
   build_routes(config.route_prefix)
 end
 

@@ -28,13 +28,16 @@ end
 
 -- Logs a failed hook; the error text already names file and line.
 local function report(p, name, err)
+  core.metric_hook_error(name)
   core.log("error", "hooks", string.format("hook %s of %s failed: %s",
            name, p.name, tostring(err)))
 end
 
 -- Calls one hook; returns its results packed, or raises `failure`.
 local function call(p, name, failure, ...)
+  core.hook_begin()
   local res = table.pack(pcall(p.hooks[name], ...))
+  core.hook_end()
   if not res[1] then
     if errors.is(res[2]) then
       error(res[2], 0)

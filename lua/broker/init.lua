@@ -54,6 +54,7 @@ local function check_call(opts, level)
 end
 
 local function result(res)
+  core.metric_upstream("http", res.status, res.elapsed_ms)
   if res.error then
     return nil, res.error
   end

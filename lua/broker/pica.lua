@@ -85,6 +85,15 @@ local function outcome(res, raw)
           headers = res.headers}
 end
 
+--- The endpoint a path belongs to, for metrics: ids and third-party
+-- paths collapsed ("/v1/vault/connections/{id}", "/v1/passthrough").
+function M.endpoint(path)
+  if path:find("^/v1/passthrough/") then
+    return "/v1/passthrough"
+  end
+  return (path:gsub("^(/v1/vault/connections)/.+$", "%1/{id}"))
+end
+
 --- Makes several Pica calls at once.  Each call is `{method, path,
 -- query, body (string or table), retry, raw}`; returns an array of
 -- outcomes (see `outcome` above) in the same order.
@@ -95,6 +104,8 @@ function M.call_all(calls)
   end
   local out = {}
   for i, res in ipairs(core.http(requests)) do
+    core.metric_upstream(M.endpoint(calls[i].path), res.status,
+                         res.elapsed_ms)
     out[i] = outcome(res, calls[i].raw)
   end
   return out

@@ -78,9 +78,25 @@ function M.environment(api)
   return env
 end
 
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- Reads a plugin file whole; raises with the reason.
+local function read(path)
+  local f, err = io.open(path, "rb")
+  if not f then
+    error(err, 0)
+  end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 local function load_file(dir, name, api)
   local path = dir .. "/" .. name
-  local chunk, err = loadfile(path, "t", M.environment(api))
+  local text = read(path)
+  local chunk, err = load(text, "@" .. path, "t", M.environment(api))
   if not chunk then
     error(err, 0)
   end
@@ -100,7 +116,8 @@ local function load_file(dir, name, api)
                .. tostring(k) .. "'")
     end
   end
-  return {name = name, path = path, hooks = plugin}
+  return {name = name, path = path, hooks = plugin,
+          sha256 = hex(core.sha256(text))}
 end
 
 -- Runs `fn` of plugin `p` (init or selftest) and raises on failure.

@@ -33,7 +33,9 @@ end
 function M.run_due()
   for _, job in ipairs(jobs) do
     if now() >= job.next then
+      core.hook_begin()
       local ok, err = pcall(job.fn)
+      core.hook_end()
       if not ok then
         core.log("error", "scheduler", "job " .. job.name .. " failed: "
                  .. tostring(err))
