@@ -67,9 +67,13 @@ check_request(lua_State *L)
     return req;
 }
 
-void
-ab_wait_cancel(struct ab_wait *wait)
+/* Cancels and frees a wait; the park callback of the request when it
+ * ends early, and the end of every wait. */
+static void
+wait_cancel(void *arg)
 {
+    struct ab_wait *wait = arg;
+
     for (int i = 0; i < wait->n; i++) {
         if (wait->slots[i].call) {
             ab_http_cancel(wait->slots[i].call);
@@ -90,11 +94,10 @@ complete(struct ab_wait *wait, int with_results)
 {
     struct ab_request *req = wait->req;
 
-    req->wait = NULL;
     if (with_results) {
         lua_rawgeti(req->co, LUA_REGISTRYINDEX, wait->results_ref);
     }
-    ab_wait_cancel(wait);
+    wait_cancel(wait);
     ab_host_resume(req, with_results);
 }
 
@@ -314,12 +317,12 @@ l_http(lua_State *L)
         wait->slots[i].wait = wait;
         wait->slots[i].index = i;
         if (start_call(L, i, &wait->slots[i]) != 0) {
-            ab_wait_cancel(wait);
+            wait_cancel(wait);
             return luaL_error(L, "failed to start outbound call %d", i + 1);
         }
         wait->remaining++;
     }
-    req->wait = wait;
+    ab_host_park(req, wait_cancel, wait);
     return lua_yield(L, 0);
 }
 
@@ -343,10 +346,10 @@ l_sleep(lua_State *L)
     wait = wait_new(L, req, 0);
     wait->timer = evtimer_new(gen_of(L)->host->base, on_sleep_done, wait);
     if (wait->timer == NULL) {
-        ab_wait_cancel(wait);
+        wait_cancel(wait);
         return luaL_error(L, "out of memory");
     }
-    req->wait = wait;
+    ab_host_park(req, wait_cancel, wait);
     tv.tv_sec = (long)(ms / 1000);
     tv.tv_usec = (long)(ms % 1000) * 1000;
     evtimer_add(wait->timer, &tv);

@@ -316,7 +316,7 @@ run(struct ab_request *req, int nargs)
                  "than %ld Lua instructions",
                  req->server->cfg->instruction_budget);
         ab_request_send_error(req, 500, "internal", "internal error");
-    } else if (rc == LUA_YIELD && req->wait != NULL) {
+    } else if (rc == LUA_YIELD && req->park_cancel != NULL) {
         lua_pop(req->co, nres); /* parked */
     } else if (rc == LUA_YIELD) {
         AB_ERROR("lua", req->id,
@@ -331,8 +331,17 @@ run(struct ab_request *req, int nargs)
 }
 
 void
+ab_host_park(struct ab_request *req, void (*cancel)(void *arg), void *arg)
+{
+    req->park_cancel = cancel;
+    req->park_arg = arg;
+}
+
+void
 ab_host_resume(struct ab_request *req, int nargs)
 {
+    req->park_cancel = NULL;
+    req->park_arg = NULL;
     run(req, nargs);
 }
 
@@ -489,9 +498,11 @@ ab_host_dispatch(struct ab_generation *gen, struct ab_request *req)
 void
 ab_host_release(struct ab_request *req)
 {
-    if (req->wait) {
-        ab_wait_cancel(req->wait);
-        req->wait = NULL;
+    if (req->park_cancel) {
+        void (*cancel)(void *) = req->park_cancel;
+
+        req->park_cancel = NULL;
+        cancel(req->park_arg);
     }
     if (req->co) {
         *(struct ab_request **)lua_getextraspace(req->co) = NULL;

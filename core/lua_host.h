@@ -24,8 +24,6 @@ struct ab_host {
     const char *lua_dir;
 };
 
-struct ab_wait;
-
 /* A Lua state running one app ("broker.app" or "sandbox.app"). */
 struct ab_generation {
     struct lua_State *L;
@@ -62,17 +60,22 @@ void ab_generation_release(struct ab_generation *gen);
 void ab_host_dispatch(struct ab_generation *gen, struct ab_request *req);
 
 /*
- * Resumes the request's coroutine with the `nargs` values already
- * pushed on its stack.  Called by the bindings when a wait completes;
- * the wait must be detached from the request first.
+ * Parks the request's coroutine on some I/O: `cancel(arg)` is called if
+ * the request ends (client gone, deadline) before the I/O completes.
+ * The C function that parks returns lua_yield(L, 0) right after.
+ */
+void ab_host_park(struct ab_request *req, void (*cancel)(void *arg), void *arg);
+
+/*
+ * Resumes a parked coroutine with the `nargs` values already pushed on
+ * its stack (req->co); unparks it first.  Called from the event loop
+ * when the I/O completes, never from inside Lua.
  */
 void ab_host_resume(struct ab_request *req, int nargs);
 
-/* Drops the coroutine and cancels its wait (request ending). */
+/* Drops the coroutine and cancels what it is parked on (the request is
+ * ending). */
 void ab_host_release(struct ab_request *req);
-
-/* Cancels and frees a wait (called by ab_host_release). */
-void ab_wait_cancel(struct ab_wait *wait);
 
 /* Registers the C half of the `broker` module as "broker.core". */
 int ab_luaopen_core(struct lua_State *L);

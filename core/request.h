@@ -17,7 +17,6 @@ struct event;
 struct lua_State;
 struct ab_server;
 struct ab_generation;
-struct ab_wait;
 
 struct ab_request {
     char id[20];
@@ -26,7 +25,10 @@ struct ab_request {
     struct ab_generation *gen; /* a reference is held while set */
     struct lua_State *co;      /* the pipeline's coroutine */
     int co_ref;                /* anchors `co` in the registry */
-    struct ab_wait *wait;      /* I/O `co` is parked on, or NULL */
+    /* What `co` is parked on: cancel(arg) undoes it if the request ends
+     * first.  cancel is NULL while the coroutine is not parked. */
+    void (*park_cancel)(void *arg);
+    void *park_arg;
     struct event *deadline;
     double started_ms; /* monotonic */
     long instructions; /* Lua instructions of this hook call */
