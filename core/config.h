@@ -21,18 +21,21 @@ struct ab_config {
     char *log_level;
     char *secret_file;
     char *data_dir;
+    char *audit_log;
     char **cors_origins; /* NULL-terminated */
     char **cors_headers; /* extra allowed request headers */
     long workers;
     int dev;
     int allow_header_identity;
     long max_body_bytes;
+    long passthrough_max_body_bytes;
     long max_header_bytes;
     long request_timeout_ms;
     long upstream_timeout_ms;
     long upstream_attempts;
     long flags_ttl_s;
     long pages_ttl_s;
+    long connectors_ttl_s;
     long sync_interval_s;
     long sync_window_s;
     long lua_memory_mb;

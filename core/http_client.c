@@ -9,6 +9,10 @@
  * collected (collect_done) and either tried again after a timer
  * (on_retry_timer) or delivered to the caller's callback (complete).
  *
+ * A streamed call keeps no body: on_stream_headers_end and
+ * on_curl_stream_body hand headers and bytes to the caller as curl
+ * reads them, and ab_http_resume unpauses what on_data paused.
+ *
  * The caller sets up the process: main() calls curl_global_init() once
  * before the first ab_http_client_new() and curl_global_cleanup() at
  * exit, and ignores SIGPIPE (CURLOPT_NOSIGNAL leaves that to us).
@@ -66,6 +70,20 @@ struct ab_http_client {
     int closing;     /* freed from a callback: destroy later */
 };
 
+/* What a streamed call knows beyond a buffered one.  All but `cbs` and
+ * `end_soon` describe the current try. */
+struct stream_state {
+    struct ab_http_stream cbs;
+    struct event *end_soon; /* completes a stream after a failed resume */
+    CURLcode end_rc;        /* what that resume failed with */
+    long retry_wait;        /* >= 0: answer dropped, retry after this */
+    int headers_sent;       /* on_headers has run */
+    int aborted;            /* a callback returned -1 */
+    int paused;             /* on_data returned 1; not yet resumed */
+    size_t delivered;       /* body bytes on_data took */
+    size_t redelivered;     /* bytes curl hands back that on_data had */
+};
+
 struct ab_http_call {
     struct ab_http_client *client;
     struct ab_http_call *prev;
@@ -77,14 +95,16 @@ struct ab_http_call {
     void *arg;
     int retry;
     int max_attempts;
-    size_t max_bytes;
-    int in_multi;        /* easy is added to the multi handle */
-    int too_large;       /* this try went over max_bytes */
-    size_t header_bytes; /* header bytes read in this try */
-    struct buf body;
+    size_t max_bytes;        /* body cap; 0 = none (streams only) */
+    size_t max_header_bytes; /* header cap */
+    int in_multi;            /* easy is added to the multi handle */
+    int too_large;           /* this try went over a cap */
+    size_t header_bytes;     /* header bytes read in this try */
+    struct buf body;         /* buffered calls only */
     struct header_list headers;
     struct ab_http_response res; /* outcome of the latest try */
     double started_ms;
+    struct stream_state *stream; /* NULL for a buffered call */
 };
 
 /* ------------------------------------------------------------------ */
@@ -518,10 +538,140 @@ on_curl_body(char *p, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* ------------------------------------------------------------------ */
+/* Streamed responses                                                  */
+/* ------------------------------------------------------------------ */
+
+static long retry_wait_ms(struct ab_http_call *call, CURLcode rc);
+
+/* Whether a header line is the empty one that ends a block. */
+static int
+is_end_of_block(const char *p, size_t len)
+{
+    return (len == 2 && p[0] == '\r' && p[1] == '\n') ||
+           (len == 1 && p[0] == '\n');
+}
+
+/* Whether the current try of a stream is past its final headers: they
+ * went to on_headers, or the answer is being dropped for a retry. */
+static int
+stream_past_headers(const struct stream_state *st)
+{
+    return st->headers_sent || st->retry_wait >= 0;
+}
+
+/* Calls on_headers with the status and headers of the current try; the
+ * response and the headers are borrowed by the callback.  Runs once per
+ * call: no retry follows.  Returns 0, or -1 if the caller aborted. */
+static int
+deliver_headers(struct ab_http_call *call)
+{
+    struct stream_state *st = call->stream;
+    struct ab_http_response *res = &call->res;
+    long status = 0;
+
+    curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+    st->headers_sent = 1;
+    res->status = (int)status;
+    res->body = "";
+    res->body_len = 0;
+    res->headers = call->headers.items;
+    res->nheaders = call->headers.len;
+    res->elapsed_ms = now_ms() - call->started_ms;
+    if (st->cbs.on_headers != NULL && st->cbs.on_headers(res, call->arg) != 0) {
+        st->aborted = 1;
+        return -1;
+    }
+    return 0;
+}
+
+/* Called by on_curl_header() at the empty line ending a header block
+ * of a stream.  An informational answer (1xx) or a proxy's answer to
+ * CONNECT (no status yet) is skipped.  A final answer that will be
+ * retried is dropped unseen; any other goes to on_headers.  Returns 0,
+ * or -1 to make curl abort. */
+static int
+on_stream_headers_end(struct ab_http_call *call)
+{
+    long status = 0;
+
+    curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200) {
+        return 0;
+    }
+    call->res.status = (int)status;
+    call->stream->retry_wait = retry_wait_ms(call, CURLE_OK);
+    if (call->stream->retry_wait >= 0) {
+        return 0;
+    }
+    return deliver_headers(call);
+}
+
+/* Hands `n` new bytes at `p` to on_data; `whole` is the size of the
+ * piece curl passed, `p` included.  Returns what the write callback
+ * returns: `whole`, 0 to abort, or CURL_WRITEFUNC_PAUSE.  On a pause,
+ * curl keeps the whole piece and passes it again after the resume, so
+ * it is remembered as already delivered. */
+static size_t
+hand_over(struct ab_http_call *call, const char *p, size_t n, size_t whole)
+{
+    struct stream_state *st = call->stream;
+    int rc;
+
+    if (call->max_bytes > 0 && n > call->max_bytes - st->delivered) {
+        call->too_large = 1;
+        return 0;
+    }
+    rc = st->cbs.on_data(p, n, call->arg);
+    if (rc != 0 && rc != 1) {
+        st->aborted = 1;
+        return 0;
+    }
+    st->delivered += n;
+    if (rc == 0) {
+        return whole;
+    }
+    st->paused = 1;
+    st->redelivered = whole;
+    return CURL_WRITEFUNC_PAUSE;
+}
+
+/* Called by curl with a piece of a stream's body, from inside
+ * curl_multi_socket_action() or, for bytes held over a pause, from
+ * curl_easy_pause() in ab_http_resume().  The piece is curl's, valid
+ * only during the call.  Bytes of an answer dropped for a retry are
+ * discarded; bytes curl passes again after a pause are skipped. */
+static size_t
+on_curl_stream_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct ab_http_call *call = arg;
+    struct stream_state *st = call->stream;
+    size_t len = size * n;
+    size_t seen;
+
+    if (!st->headers_sent && st->retry_wait >= 0) {
+        return len;
+    }
+    if (st->aborted || (!st->headers_sent && deliver_headers(call) < 0)) {
+        return 0;
+    }
+    seen = st->redelivered < len ? st->redelivered : len;
+    st->redelivered -= seen;
+    if (seen == len) {
+        return len;
+    }
+    return hand_over(call, p + seen, len - seen, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Header lines, both modes                                            */
+/* ------------------------------------------------------------------ */
+
 /* Called by curl with one raw response header line, CRLF included, for
  * every response it reads.  A status line starts a new block, so only
  * the last response's headers (after a 100 Continue, say) are kept.
- * Header bytes count against the same cap as the body. */
+ * Header bytes count against max_header_bytes.  A stream hands its
+ * final block to on_headers and keeps no trailers. */
 static size_t
 on_curl_header(char *p, size_t size, size_t n, void *arg)
 {
@@ -529,8 +679,11 @@ on_curl_header(char *p, size_t size, size_t n, void *arg)
     size_t len = size * n;
     int rc = 0;
 
+    if (call->stream != NULL && stream_past_headers(call->stream)) {
+        return len;
+    }
     call->header_bytes += len;
-    if (call->header_bytes > call->max_bytes) {
+    if (call->header_bytes > call->max_header_bytes) {
         call->too_large = 1;
         return 0;
     }
@@ -538,6 +691,8 @@ on_curl_header(char *p, size_t size, size_t n, void *arg)
         headers_clear(&call->headers);
     } else if (len > 0 && (p[0] == ' ' || p[0] == '\t')) {
         rc = headers_fold(&call->headers, p, len);
+    } else if (call->stream != NULL && is_end_of_block(p, len)) {
+        rc = on_stream_headers_end(call);
     } else {
         rc = headers_add_line(&call->headers, p, len);
     }
@@ -667,9 +822,32 @@ build_header_list(struct ab_http_call *call, const struct ab_http_request *req)
     return 0;
 }
 
-/* Options that do not depend on the request's method or body. */
+/* Per-try time limits.  A buffered call has `timeout_ms` for all of
+ * it.  A stream has it to connect, and then must not fall below one
+ * byte a second for as many whole seconds, however long it runs. */
 static int
-set_transport_options(CURL *easy, long timeout_ms, size_t max_bytes)
+set_timeouts(CURL *easy, long timeout_ms, int streaming)
+{
+    long idle_s = (timeout_ms + 999) / 1000;
+    int bad = 0;
+
+    if (!streaming) {
+        bad |=
+            curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK;
+        return bad ? -1 : 0;
+    }
+    bad |= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 0L) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) !=
+           CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, idle_s) != CURLE_OK;
+    return bad ? -1 : 0;
+}
+
+/* Options that do not depend on the request's method or body.  A
+ * `max_bytes` of 0 sets no limit. */
+static int
+set_transport_options(CURL *easy, size_t max_bytes)
 {
     curl_off_t max_file =
         max_bytes > (size_t)INT64_MAX ? 0 : (curl_off_t)max_bytes;
@@ -678,7 +856,6 @@ set_transport_options(CURL *easy, long timeout_ms, size_t max_bytes)
     bad |= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
-    bad |= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms) != CURLE_OK;
     bad |=
         curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, max_file) != CURLE_OK;
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -697,11 +874,12 @@ static int
 set_callback_options(struct ab_http_call *call)
 {
     CURL *easy = call->easy;
+    curl_write_callback body =
+        call->stream != NULL ? on_curl_stream_body : on_curl_body;
     int bad = 0;
 
     bad |= curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)call) != CURLE_OK;
-    bad |=
-        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_curl_body) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, body) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, (void *)call) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_curl_header) !=
            CURLE_OK;
@@ -754,7 +932,8 @@ setup_easy(struct ab_http_call *call, const struct ab_http_request *req)
     if (call->easy == NULL || build_header_list(call, req) < 0) {
         return -1;
     }
-    if (set_transport_options(call->easy, timeout, call->max_bytes) < 0 ||
+    if (set_transport_options(call->easy, call->max_bytes) < 0 ||
+        set_timeouts(call->easy, timeout, call->stream != NULL) < 0 ||
         set_callback_options(call) < 0 ||
         set_method_and_body(call->easy, req) < 0) {
         return -1;
@@ -818,9 +997,26 @@ call_free(struct ab_http_call *call)
     if (call->retry_timer != NULL) {
         event_free(call->retry_timer);
     }
+    if (call->stream != NULL && call->stream->end_soon != NULL) {
+        event_free(call->stream->end_soon);
+    }
+    free(call->stream);
     free(call->body.data);
     headers_free(&call->headers);
     free(call);
+}
+
+/* Forgets what the previous try of a stream did.  A retry only ever
+ * follows a try whose headers were not handed over. */
+static void
+reset_stream(struct stream_state *st)
+{
+    st->retry_wait = -1;
+    st->headers_sent = 0;
+    st->aborted = 0;
+    st->paused = 0;
+    st->delivered = 0;
+    st->redelivered = 0;
 }
 
 /* Forgets what the previous try collected. */
@@ -834,6 +1030,9 @@ reset_outcome(struct ab_http_call *call)
     call->res.status = 0;
     call->res.error = NULL;
     call->res.timed_out = 0;
+    if (call->stream != NULL) {
+        reset_stream(call->stream);
+    }
 }
 
 /* Starts one try by handing the easy handle to the multi handle; curl
@@ -855,6 +1054,22 @@ start_attempt(struct ab_http_call *call)
     return 0;
 }
 
+/* Called by complete() for a stream: an answer that reached no
+ * callback yet (its retry could not be scheduled) still goes to
+ * on_headers first; the body is what on_data took. */
+static void
+finish_stream_response(struct ab_http_call *call)
+{
+    struct stream_state *st = call->stream;
+
+    if (call->res.status != 0 && !st->headers_sent && !st->aborted &&
+        deliver_headers(call) < 0) {
+        call->res.error = "cancelled";
+    }
+    call->res.body = "";
+    call->res.body_len = st->delivered;
+}
+
 /* Hands the outcome to the caller, then frees the call.  The call is
  * unlinked first, so the callback no longer sees it in flight. */
 static void
@@ -863,8 +1078,12 @@ complete(struct ab_http_call *call)
     struct ab_http_response *res = &call->res;
 
     unlink_call(call);
-    res->body = call->body.data != NULL ? call->body.data : "";
-    res->body_len = call->body.len;
+    if (call->stream != NULL) {
+        finish_stream_response(call);
+    } else {
+        res->body = call->body.data != NULL ? call->body.data : "";
+        res->body_len = call->body.len;
+    }
     res->headers = call->headers.items;
     res->nheaders = call->headers.len;
     res->elapsed_ms = now_ms() - call->started_ms;
@@ -905,10 +1124,13 @@ is_no_answer(CURLcode rc, int too_large)
 }
 
 /* Records status or error of the try that ended with `rc`.  A failed
- * try keeps no partial body or headers. */
+ * try keeps no partial body or headers, except a stream whose headers
+ * went out: it keeps the status on_headers saw.  A stream a callback
+ * aborted reports "cancelled". */
 static void
 record_outcome(struct ab_http_call *call, CURLcode rc)
 {
+    struct stream_state *st = call->stream;
     long status = 0;
 
     call->res.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
@@ -918,8 +1140,14 @@ record_outcome(struct ab_http_call *call, CURLcode rc)
         call->res.error = NULL;
         return;
     }
-    call->res.status = 0;
     call->res.error = error_name(rc, call->too_large);
+    if (st != NULL && st->aborted) {
+        call->res.error = "cancelled";
+    }
+    if (st != NULL && st->headers_sent) {
+        return;
+    }
+    call->res.status = 0;
     buf_reset(&call->body);
     headers_clear(&call->headers);
 }
@@ -951,6 +1179,23 @@ retry_wait_ms(struct ab_http_call *call, CURLcode rc)
         return -1;
     }
     return (long)wait;
+}
+
+/* retry_wait_ms() for a stream: never once on_headers ran or a
+ * callback aborted; for an answer dropped at its headers, the wait
+ * chosen then. */
+static long
+stream_retry_wait_ms(struct ab_http_call *call, CURLcode rc)
+{
+    struct stream_state *st = call->stream;
+
+    if (st->headers_sent || st->aborted) {
+        return -1;
+    }
+    if (st->retry_wait >= 0) {
+        return st->retry_wait;
+    }
+    return rc == CURLE_OK ? -1 : retry_wait_ms(call, rc);
 }
 
 /* Called by libevent when the wait before another try is over. */
@@ -996,10 +1241,32 @@ finish_attempt(struct ab_http_call *call, CURLcode rc)
     curl_multi_remove_handle(call->client->multi, call->easy);
     call->in_multi = 0;
     record_outcome(call, rc);
-    wait = retry_wait_ms(call, rc);
+    if (call->stream != NULL) {
+        wait = stream_retry_wait_ms(call, rc);
+    } else {
+        wait = retry_wait_ms(call, rc);
+    }
     if (wait >= 0 && schedule_retry(call, wait) == 0) {
         return;
     }
+    complete(call);
+}
+
+/* Called by libevent on the turn after ab_http_resume() failed (on_data
+ * aborted, or curl did): takes the stream out of curl, where it would
+ * hang, and completes it.  Not run if the call ended before. */
+static void
+on_end_soon(evutil_socket_t fd, short what, void *arg)
+{
+    struct ab_http_call *call = arg;
+
+    (void)fd;
+    (void)what;
+    if (call->in_multi) {
+        curl_multi_remove_handle(call->client->multi, call->easy);
+        call->in_multi = 0;
+    }
+    record_outcome(call, call->stream->end_rc);
     complete(call);
 }
 
@@ -1236,27 +1503,51 @@ call_new(struct ab_http_client *client, const struct ab_http_request *req,
     call->arg = arg;
     call->retry = req->retry;
     call->max_attempts = req->max_attempts > 0 ? req->max_attempts : 1;
-    call->max_bytes = req->max_response_bytes > 0 ? req->max_response_bytes
-                                                  : DEFAULT_MAX_RESPONSE;
+    call->max_header_bytes = req->max_response_bytes > 0
+                                 ? req->max_response_bytes
+                                 : DEFAULT_MAX_RESPONSE;
+    call->max_bytes = call->max_header_bytes;
     return call;
 }
 
-/* See http_client.h.  A NULL method means GET.  The returned call is
- * owned by the client: it is freed after its callback or by
- * ab_http_cancel().  A refusal is logged without the URL or headers. */
-struct ab_http_call *
-ab_http_start(struct ab_http_client *client, const struct ab_http_request *req,
-              ab_http_done_cb cb, void *arg)
+/* Makes `call` a stream with a copy of `cbs`.  Its body is capped only
+ * if the request asks.  Returns 0, or -1 when out of memory. */
+static int
+make_stream(struct ab_http_call *call, const struct ab_http_request *req,
+            const struct ab_http_stream *cbs)
+{
+    struct stream_state *st = calloc(1, sizeof(*st));
+
+    if (st == NULL) {
+        return -1;
+    }
+    call->stream = st;
+    st->cbs = *cbs;
+    st->retry_wait = -1;
+    st->end_soon = event_new(call->client->base, -1, 0, on_end_soon, call);
+    call->max_bytes = req->max_response_bytes;
+    return st->end_soon != NULL ? 0 : -1;
+}
+
+/* Starts a buffered call, or a stream if `cbs` is not NULL (then `cb`
+ * is its on_done).  A refusal is logged without the URL or headers. */
+static struct ab_http_call *
+start_call(struct ab_http_client *client, const struct ab_http_request *req,
+           const struct ab_http_stream *cbs, ab_http_done_cb cb, void *arg)
 {
     struct ab_http_call *call = NULL;
     const char *why = check_request(req);
 
+    if (why == NULL && cbs != NULL && cbs->on_data == NULL) {
+        why = "no on_data callback";
+    }
     if (why != NULL) {
         goto fail;
     }
     why = "out of memory";
     call = call_new(client, req, cb, arg);
-    if (call == NULL || setup_easy(call, req) < 0) {
+    if (call == NULL || (cbs != NULL && make_stream(call, req, cbs) < 0) ||
+        setup_easy(call, req) < 0) {
         goto fail;
     }
     call->started_ms = now_ms();
@@ -1271,6 +1562,54 @@ fail:
     AB_WARN(MODULE, NULL, "failed to start HTTP call: %s", why);
     call_free(call);
     return NULL;
+}
+
+/* See http_client.h.  A NULL method means GET.  The returned call is
+ * owned by the client: it is freed after its callback or by
+ * ab_http_cancel(). */
+struct ab_http_call *
+ab_http_start(struct ab_http_client *client, const struct ab_http_request *req,
+              ab_http_done_cb cb, void *arg)
+{
+    return start_call(client, req, NULL, cb, arg);
+}
+
+/* See http_client.h.  Ownership as for ab_http_start(); `cbs` is
+ * copied, so it may live on the caller's stack. */
+struct ab_http_call *
+ab_http_start_stream(struct ab_http_client *client,
+                     const struct ab_http_request *req,
+                     const struct ab_http_stream *cbs, void *arg)
+{
+    static const struct ab_http_stream none;
+
+    if (cbs == NULL) {
+        cbs = &none;
+    }
+    return start_call(client, req, cbs, cbs->on_done, arg);
+}
+
+/* See http_client.h.  curl passes held bytes to on_curl_stream_body()
+ * from inside curl_easy_pause().  If that fails, the stream cannot go
+ * on in curl; it is completed from the loop (on_end_soon), so that
+ * on_done never runs inside this function. */
+void
+ab_http_resume(struct ab_http_call *call)
+{
+    struct stream_state *st;
+    CURLcode rc;
+
+    if (call == NULL || call->stream == NULL || !call->stream->paused) {
+        return;
+    }
+    st = call->stream;
+    st->paused = 0;
+    rc = curl_easy_pause(call->easy, CURLPAUSE_CONT);
+    if (rc == CURLE_OK && !st->aborted && !call->too_large) {
+        return;
+    }
+    st->end_rc = rc != CURLE_OK ? rc : CURLE_WRITE_ERROR;
+    event_active(st->end_soon, EV_TIMEOUT, 1);
 }
 
 /* See http_client.h.  Frees the call; its callback is never called. */

@@ -6,6 +6,10 @@
  * A call is retried, with exponential back-off, on connection failures,
  * timeouts, 5xx and 429 (honouring Retry-After), up to `max_attempts`
  * attempts in all, and only if `retry` is set for it.
+ *
+ * A call either buffers the whole answer for its done callback
+ * (ab_http_start) or streams the body to the caller as it arrives
+ * (ab_http_start_stream), for relaying answers of any size.
  */
 #ifndef AB_HTTP_CLIENT_H
 #define AB_HTTP_CLIENT_H
@@ -34,7 +38,7 @@ struct ab_http_request {
     long timeout_ms;           /* per attempt; 0 means 10000 */
     int max_attempts;          /* 1 means no retry; 0 means 1 */
     int retry;                 /* non-zero: retry as described above */
-    size_t max_response_bytes; /* 0 means 16 MiB */
+    size_t max_response_bytes; /* 0 means 16 MiB (streams: see below) */
 };
 
 /* What came back.  Owned by the client; valid only during the callback. */
@@ -73,9 +77,84 @@ struct ab_http_call *ab_http_start(struct ab_http_client *client,
                                    const struct ab_http_request *req,
                                    ab_http_done_cb cb, void *arg);
 
-/* Stops a call in flight; its callback will not be called.  The handle
- * is invalid afterwards.  Must not be called from the call's own
- * callback (the handle is already gone then). */
+/*
+ * Streaming.  The callbacks of one streamed call, all called from the
+ * event loop with the `arg` given to ab_http_start_stream():
+ *
+ *   on_headers, exactly once, when the final answer's status and
+ *   headers are in (res->body is "" and res->body_len 0; names are
+ *   lower-cased; `res` and what it points to are borrowed until the
+ *   callback returns).  Returns 0 to go on, or -1 to abort the call.
+ *   May be NULL.  A response without a body (HEAD, 204, 304) gets
+ *   on_headers, then on_done.
+ *
+ *   on_data, for the body bytes in order as they arrive, each byte
+ *   exactly once, never before on_headers; `data` is borrowed until the
+ *   callback returns.  Returns 0 to go on, 1 to pause (the bytes just
+ *   passed were taken; no more come, and the socket is not read, until
+ *   ab_http_resume()), or -1 to abort the call.  Must not be NULL.
+ *
+ *   on_done, once at the end, unless the call was cancelled with
+ *   ab_http_cancel(): res->status, error, timed_out, attempts and
+ *   elapsed_ms as in buffered mode, res->headers those on_headers saw,
+ *   res->body "" and res->body_len the number of bytes on_data took.
+ *   After on_headers, a non-NULL error means the body was cut short
+ *   ("timeout", "too_large", "cancelled" if a callback returned -1, or
+ *   curl's message) and res->status still holds the status on_headers
+ *   saw; before it, status is 0 as in buffered mode.  May be NULL.
+ *
+ * A stream is retried, as in buffered mode, only while on_headers has
+ * not run: a retryable answer (5xx, 429) is then dropped unseen and the
+ * request sent again; once on_headers ran, never.
+ *
+ * `max_response_bytes` caps the body and headers if non-zero (over it,
+ * the call ends with "too_large"); 0 means no cap on the body (headers
+ * are still capped at 16 MiB).
+ *
+ * `timeout_ms` (0 means 10000) bounds connecting, and then how long the
+ * answer may stall: the call ends with "timeout" once less than one
+ * byte a second arrived for ceil(timeout_ms / 1000) seconds, with no
+ * limit on the whole transfer.  curl averages the speed over up to the
+ * last 5 seconds, so a stall right after a burst of data is noticed up
+ * to 5 seconds late.  A paused stream never times out.
+ *
+ * on_headers and on_data run inside curl, which refuses re-entry: they
+ * must not start, cancel or free calls, nor free the client (to stop
+ * their own call, they return -1).  They may call ab_http_resume().
+ * on_done runs outside curl and may do all of that.
+ */
+struct ab_http_stream {
+    int (*on_headers)(const struct ab_http_response *res, void *arg);
+    int (*on_data)(const char *data, size_t len, void *arg);
+    ab_http_done_cb on_done;
+};
+
+/*
+ * Starts a streamed call; `req` is borrowed as for ab_http_start() and
+ * `cbs` is copied.  Returns a handle for ab_http_resume() and
+ * ab_http_cancel(), or NULL if the call could not be started (bad URL,
+ * out of memory, no on_data); then no callback is ever called.  No
+ * callback runs inside this function.
+ */
+struct ab_http_call *ab_http_start_stream(struct ab_http_client *client,
+                                          const struct ab_http_request *req,
+                                          const struct ab_http_stream *cbs,
+                                          void *arg);
+
+/*
+ * Lets a stream that on_data paused go on; does nothing if it is not
+ * paused.  on_data may be called from inside this function, with bytes
+ * that were waiting; it may pause again there.  on_headers and on_done
+ * never are: if on_data aborts from here, on_done follows on a later
+ * turn of the loop.  Safe from any callback, including on_data of
+ * other streams, but not after the call's on_done.
+ */
+void ab_http_resume(struct ab_http_call *call);
+
+/* Stops a call in flight, buffered or streamed; none of its callbacks
+ * will be called again.  The handle is invalid afterwards.  Must not be
+ * called from any of the call's own callbacks: the handle is already
+ * gone in on_done, and a stream callback returns -1 instead. */
 void ab_http_cancel(struct ab_http_call *call);
 
 /* Number of calls in flight (for metrics and tests). */

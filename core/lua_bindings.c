@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "audit.h"
 #include "config.h"
 #include "crypto.h"
 #include "http_client.h"
@@ -44,15 +45,6 @@ struct ab_wait {
     struct wait_slot *slots;
     struct event *timer;
 };
-
-static struct ab_generation *
-gen_of(lua_State *L)
-{
-    void *ud;
-
-    lua_getallocf(L, &ud);
-    return ud;
-}
 
 /* The request `L` is the coroutine of; raises if there is none. */
 static struct ab_request *
@@ -167,7 +159,7 @@ wait_new(lua_State *L, struct ab_request *req, int n)
         luaL_error(L, "out of memory");
     }
     wait->req = req;
-    wait->L = gen_of(L)->L;
+    wait->L = ab_host_generation(L)->L;
     wait->n = n;
     wait->results_ref = LUA_NOREF;
     return wait;
@@ -228,7 +220,7 @@ static void
 parse_call(lua_State *L, int idx, struct ab_http_request *r,
            struct ab_http_header *hdrs, char *secret_name, size_t size)
 {
-    struct ab_generation *gen = gen_of(L);
+    struct ab_generation *gen = ab_host_generation(L);
     const struct ab_config *cfg = gen->host->cfg;
 
     luaL_argcheck(L, lua_istable(L, idx), 1, "an array of call tables");
@@ -274,7 +266,8 @@ start_call(lua_State *L, int i, struct wait_slot *slot)
 
     lua_rawgeti(L, 1, i + 1); /* ... call */
     parse_call(L, top + 1, &r, hdrs, secret_name, sizeof(secret_name));
-    slot->call = ab_http_start(gen_of(L)->host->http, &r, on_call_done, slot);
+    slot->call = ab_http_start(ab_host_generation(L)->host->http, &r,
+                               on_call_done, slot);
     lua_settop(L, top);
     return slot->call ? 0 : -1;
 }
@@ -344,7 +337,8 @@ l_sleep(lua_State *L)
 
     luaL_argcheck(L, ms >= 0 && ms <= 3600000, 1, "0 to 3600000 ms");
     wait = wait_new(L, req, 0);
-    wait->timer = evtimer_new(gen_of(L)->host->base, on_sleep_done, wait);
+    wait->timer =
+        evtimer_new(ab_host_generation(L)->host->base, on_sleep_done, wait);
     if (wait->timer == NULL) {
         wait_cancel(wait);
         return luaL_error(L, "out of memory");
@@ -438,6 +432,17 @@ l_set_route(lua_State *L)
     struct ab_request *req = check_request(L);
 
     snprintf(req->route, sizeof(req->route), "%s", luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* core.audit(line): queues one line for the audit log. */
+static int
+l_audit(lua_State *L)
+{
+    size_t len;
+    const char *line = luaL_checklstring(L, 1, &len);
+
+    ab_audit_write(line, len);
     return 0;
 }
 
@@ -614,6 +619,7 @@ ab_luaopen_core(lua_State *L)
         {"log", l_log},
         {"set_identity", l_set_identity},
         {"set_route", l_set_route},
+        {"audit", l_audit},
         {"hook_begin", l_hook_begin},
         {"hook_end", l_hook_end},
         {"metric_upstream", l_metric_upstream},

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "json.h"
 #include "sqlite.h"
+#include "waker.h"
 #include "log.h"
 #include "request.h"
 #include "server.h"
@@ -58,6 +59,15 @@ on_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         gen->mem_used = gen->mem_used - osize + nsize;
     }
     return p;
+}
+
+struct ab_generation *
+ab_host_generation(lua_State *L)
+{
+    void *ud;
+
+    lua_getallocf(L, &ud);
+    return ud;
 }
 
 struct ab_request *
@@ -117,6 +127,8 @@ prepare_state(lua_State *L, const char *lua_dir)
     lua_setfield(L, -2, "broker.jsonc");
     lua_pushcfunction(L, ab_luaopen_sqlite);
     lua_setfield(L, -2, "broker.sqlite");
+    lua_pushcfunction(L, ab_luaopen_waker);
+    lua_setfield(L, -2, "broker.waker");
     lua_pop(L, 2); /* */
 }
 
@@ -428,6 +440,8 @@ push_request(lua_State *L, struct ab_request *req)
     lua_setfield(L, -2, "method");
     set_field(L, "path", path, plen);
     free(path);
+    lua_pushstring(L, raw_path ? raw_path : "/");
+    lua_setfield(L, -2, "raw_path");
     lua_pushstring(L, raw_query ? raw_query : "");
     lua_setfield(L, -2, "raw_query");
     push_query(L, raw_query);

@@ -80,6 +80,9 @@ void ab_host_release(struct ab_request *req);
 /* Registers the C half of the `broker` module as "broker.core". */
 int ab_luaopen_core(struct lua_State *L);
 
+/* The generation whose Lua state `L` (any of its threads) belongs to. */
+struct ab_generation *ab_host_generation(struct lua_State *L);
+
 /* The request whose coroutine `L` is, or NULL. */
 struct ab_request *ab_host_current(struct lua_State *L);
 

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "cli.h"
 #include "config.h"
 #include "generations.h"
@@ -277,6 +278,8 @@ check_plugins_dir(const char *dir)
 static int
 serve(struct broker *b)
 {
+    char err[512];
+
     if (b->cfg.workers > 1) {
         return fatal("--workers above 1 is not available yet; run one "
                      "broker per core behind the load balancer%s%s",
@@ -297,6 +300,9 @@ serve(struct broker *b)
     }
     b->host.secret = b->secret;
     b->host.pica_url = b->cfg.pica_url;
+    if (ab_audit_open(b->cfg.audit_log, err, sizeof(err)) != 0) {
+        return fatal("%s%s", err, "");
+    }
     if (start_api(b) != 0) {
         return 2;
     }
@@ -352,6 +358,7 @@ static void
 cleanup(struct broker *b)
 {
     ab_generations_stop(&b->gens);
+    ab_audit_close();
     ab_server_free(b->api);
     ab_server_free(b->admin);
     ab_server_free(b->sandbox);

@@ -209,7 +209,12 @@ apply_limits(struct evhttp *http, const struct ab_config *cfg)
 {
     evhttp_set_allowed_methods(http, ALL_METHODS);
     evhttp_set_max_headers_size(http, cfg->max_header_bytes);
-    evhttp_set_max_body_size(http, cfg->max_body_bytes);
+    /* Passthrough calls may send larger bodies than the other routes;
+     * those are held to max_body_bytes by the pipeline. */
+    evhttp_set_max_body_size(http, cfg->max_body_bytes >
+                                           cfg->passthrough_max_body_bytes
+                                       ? cfg->max_body_bytes
+                                       : cfg->passthrough_max_body_bytes);
     /* Idle and slow-client timeout of a connection, in whole seconds. */
     evhttp_set_timeout(http, (int)(cfg->request_timeout_ms / 1000) + 5);
 }

@@ -6,6 +6,7 @@
 local core = require "broker.core"
 local broker = require "broker"
 local connections = require "broker.connections"
+local connectors = require "broker.connectors"
 local errors = require "broker.errors"
 local json = require "broker.json"
 local hooks = require "broker.hooks"
@@ -39,6 +40,8 @@ local function build_routes(prefix)
   prefix = prefix:gsub("%p", "%%%0")    -- a literal, in the patterns
   add_route("POST", prefix .. "/authkit/token", "token",
             identified(token.handle))
+  add_route("GET", prefix .. "/connectors", "connectors",
+            identified(connectors.handle))
   add_route("POST", prefix .. "/connections/sync", "connections_sync",
             identified(connections.sync))
   add_route("POST", prefix .. "/connections", "connections_create",
@@ -80,9 +83,15 @@ local function on_error(e)
   return errors.new(500, "internal", "internal error")
 end
 
+local max_body = 1048576
+
 local function route(req)
   local r, caps = match(req)
   core.set_route(r.name)
+  if #req.body > (r.max_body or max_body) then
+    errors.raise(413, "body_too_large", "the request body is larger than "
+                 .. (r.max_body or max_body) .. " bytes")
+  end
   return r.handler(req, caps)
 end
 
@@ -119,9 +128,11 @@ function M.init(config)
   for k, v in pairs(config) do
     broker.config[k] = v
   end
+  max_body = config.max_body_bytes
   pica.configure(config)
   token.configure(config)
   connections.configure(config)
+  connectors.configure(config)
   broker.pica = {call = pica.call, call_all = pica.call_all}
   local api = plugins.readonly(broker)
   loaded = plugins.load(config.plugins, api)

@@ -3,6 +3,10 @@
  * helpers, then real calls against a libevent HTTP server that runs on
  * 127.0.0.1 (port 0) in the same process and the same event loop.
  *
+ * The streaming tests fetch bodies of up to 10 MB that the server
+ * writes piece by piece (on_stream), each byte a function of its offset
+ * (pattern_at), so that the client can check every byte in order.
+ *
  * No framework: each test is a function, CHECK() records a failure and
  * goes on.  Every test also fails if something reached the log that it
  * did not expect.  The last line printed is "N passed, N failed", and
@@ -14,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +30,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 /* Wed, 21 Oct 2015 07:28:00 GMT */
 #define DATE_EPOCH 1445412480LL
@@ -32,6 +38,16 @@
 
 /* Longest any single test may run the loop before it gives up. */
 #define WAIT_MS 5000L
+
+/* The same for streams, which move megabytes or wait out idle time
+ * (curl averages speed over up to 5 seconds). */
+#define STREAM_WAIT_MS 20000L
+
+#define TEN_MB ((size_t)10 * 1024 * 1024)
+
+/* How much the streaming server writes before it waits for the socket
+ * to drain. */
+#define SERVER_STEP 65536
 
 static int tests_passed;
 static int tests_failed;
@@ -70,6 +86,9 @@ struct fixture {
     struct event *raw_accept; /* the canned-bytes server (see on_raw_*) */
     int raw_fd;
     int raw_port;
+    const char *raw_response; /* what it sends; RAW_RESPONSE by default */
+    int raw_hold;             /* keep the connection open after sending */
+    int held_fd;              /* that connection, closed after the test */
     struct ab_http_client *client;
     int completed;  /* callbacks run in this test */
     int flaky_left; /* /flaky answers 503 this many more times */
@@ -104,6 +123,23 @@ copy_str(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src != NULL ? src : "");
 }
 
+/* Copies all of `res` but the body into `out`. */
+static void
+copy_outcome(const struct ab_http_response *res, struct outcome *out)
+{
+    out->status = res->status;
+    copy_str(out->error, sizeof(out->error), res->error);
+    out->timed_out = res->timed_out;
+    out->attempts = res->attempts;
+    out->elapsed_ms = res->elapsed_ms;
+    out->body_len = res->body_len;
+    out->nheaders = res->nheaders;
+    for (size_t i = 0; i < res->nheaders && i < 16; i++) {
+        copy_str(out->names[i], sizeof(out->names[i]), res->headers[i].name);
+        copy_str(out->values[i], sizeof(out->values[i]), res->headers[i].value);
+    }
+}
+
 /* Called by the client when a call completes; `arg` is an outcome. */
 static void
 on_done(const struct ab_http_response *res, void *arg)
@@ -111,19 +147,9 @@ on_done(const struct ab_http_response *res, void *arg)
     struct outcome *out = arg;
 
     out->done++;
-    out->status = res->status;
-    copy_str(out->error, sizeof(out->error), res->error);
-    out->timed_out = res->timed_out;
-    out->attempts = res->attempts;
-    out->elapsed_ms = res->elapsed_ms;
-    out->body_len = res->body_len;
+    copy_outcome(res, out);
     if (res->body_len < sizeof(out->body)) {
         memcpy(out->body, res->body, res->body_len + 1);
-    }
-    out->nheaders = res->nheaders;
-    for (size_t i = 0; i < res->nheaders && i < 16; i++) {
-        copy_str(out->names[i], sizeof(out->names[i]), res->headers[i].name);
-        copy_str(out->values[i], sizeof(out->values[i]), res->headers[i].value);
     }
     fx.completed++;
 }
@@ -359,6 +385,159 @@ on_peer(struct evhttp_request *req, void *arg)
     reply(req, 200, "peer");
 }
 
+/* GET /missing: 404 with a reason header and a short body. */
+static void
+on_missing(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_add_header(out_headers(req), "X-Why", "no such thing");
+    reply(req, 404, "not here");
+}
+
+/* GET /nocontent: 204, no body. */
+static void
+on_nocontent(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_send_reply(req, 204, "No Content", NULL);
+}
+
+/* Byte `i` of every /stream body: varies with the offset, and not with
+ * a short period, so that a lost, doubled or moved piece shows. */
+static unsigned char
+pattern_at(size_t i)
+{
+    return (unsigned char)((i * 131u) ^ (i >> 9) ^ (i >> 17));
+}
+
+/* FNV-1a over `n` bytes, continuing from `h`. */
+static uint64_t
+fnv1a(uint64_t h, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+#define FNV_START 14695981039346656037ULL
+
+/* One /stream answer in progress.  Freed once sent, or by
+ * on_stream_closed if the client goes away first. */
+struct server_stream {
+    struct evhttp_request *req;
+    size_t total; /* body bytes to send */
+    size_t sent;
+    size_t piece; /* HTTP chunk size; 0: Content-Length, no chunks */
+};
+
+static void on_stream_sent(struct evhttp_connection *evcon, void *arg);
+
+/* Called by libevent when a /stream connection closes before the
+ * answer was sent: evhttp left the request to us. */
+static void
+on_stream_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct server_stream *st = arg;
+
+    (void)evcon;
+    if (evhttp_request_get_connection(st->req) == NULL) {
+        evhttp_send_reply_end(st->req); /* frees an orphaned request */
+    }
+    free(st);
+}
+
+/* Queues the next SERVER_STEP bytes (or ends the answer), to be
+ * called back once they left. */
+static void
+stream_step(struct server_stream *st)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(st->req);
+    size_t end = st->sent + SERVER_STEP;
+    struct evbuffer *buf = evbuffer_new();
+    unsigned char piece[SERVER_STEP];
+
+    if (st->sent == st->total) {
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        evhttp_send_reply_end(st->req);
+        evbuffer_free(buf);
+        free(st);
+        return;
+    }
+    end = end < st->total ? end : st->total;
+    for (size_t i = st->sent; i < end; i++) {
+        piece[i - st->sent] = pattern_at(i);
+    }
+    for (size_t at = 0; at < end - st->sent; at += st->piece) {
+        size_t n = end - st->sent - at;
+
+        n = st->piece > 0 && st->piece < n ? st->piece : n;
+        evbuffer_add(buf, piece + at, n);
+        if (at + n < end - st->sent) {
+            evhttp_send_reply_chunk(st->req, buf);
+        }
+        if (st->piece == 0) {
+            break;
+        }
+    }
+    st->sent = end;
+    evhttp_send_reply_chunk_with_cb(st->req, buf, on_stream_sent, st);
+    evbuffer_free(buf);
+}
+
+/* Called by libevent once the last step has left the server. */
+static void
+on_stream_sent(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    stream_step(arg);
+}
+
+/* The value of query parameter `name` of `req` as a number, or `dflt`. */
+static size_t
+query_number(struct evhttp_request *req, const char *name, size_t dflt)
+{
+    const char *query =
+        evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq params;
+    const char *value;
+    size_t n = dflt;
+
+    if (query == NULL || evhttp_parse_query_str(query, &params) < 0) {
+        return dflt;
+    }
+    value = evhttp_find_header(&params, name);
+    if (value != NULL) {
+        n = (size_t)strtoull(value, NULL, 10);
+    }
+    evhttp_clear_headers(&params);
+    return n;
+}
+
+/* GET /stream?bytes=N[&piece=M]: N pattern bytes, written SERVER_STEP
+ * at a time as the socket drains; with a Content-Length, or in HTTP
+ * chunks of M bytes if `piece` is given. */
+static void
+on_stream(struct evhttp_request *req, void *arg)
+{
+    struct server_stream *st = calloc(1, sizeof(*st));
+    char length[32];
+
+    (void)arg;
+    st->req = req;
+    st->total = query_number(req, "bytes", 0);
+    st->piece = query_number(req, "piece", 0);
+    if (st->piece == 0) {
+        snprintf(length, sizeof(length), "%zu", st->total);
+        evhttp_add_header(out_headers(req), "Content-Length", length);
+    }
+    evhttp_add_header(out_headers(req), "X-Stream", "yes");
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+                                  on_stream_closed, st);
+    evhttp_send_reply_start(req, 200, "OK");
+    stream_step(st);
+}
+
 /* What the raw server sends: an informational response with headers
  * of its own, then the real one, with a folded (obs-fold) header. */
 #define RAW_RESPONSE                                                           \
@@ -366,8 +545,15 @@ on_peer(struct evhttp_request *req, void *arg)
     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: yes\r\n"                 \
     "X-Fold: one\r\n  two\r\nConnection: close\r\n\r\nok"
 
+/* A raw answer that promises 100000 bytes, sends a few, then stalls
+ * (the raw server holds the connection open; see raw_hold). */
+#define STALL_RESPONSE                                                         \
+    "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nX-Stall: yes\r\n\r\n"        \
+    "first bytes, then silence"
+
 /* Called by libevent once a raw connection has sent its request (one
- * read is enough for a small GET on loopback): answers and closes. */
+ * read is enough for a small GET on loopback): answers, then closes or,
+ * if raw_hold is set, keeps the connection in held_fd. */
 static void
 on_raw_request(evutil_socket_t fd, short what, void *arg)
 {
@@ -377,9 +563,16 @@ on_raw_request(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     if (n > 0) {
-        n = write(fd, RAW_RESPONSE, strlen(RAW_RESPONSE));
+        n = write(fd, fx.raw_response, strlen(fx.raw_response));
     }
-    close(fd);
+    if (!fx.raw_hold) {
+        close(fd);
+        return;
+    }
+    if (fx.held_fd >= 0) {
+        close(fx.held_fd);
+    }
+    fx.held_fd = fd;
 }
 
 /* Called by libevent when the raw server has a connection to accept. */
@@ -447,6 +640,9 @@ server_start(void)
     evhttp_set_cb(fx.http, "/bigchunked", on_big_chunked, NULL);
     evhttp_set_cb(fx.http, "/echo", on_echo, NULL);
     evhttp_set_cb(fx.http, "/peer", on_peer, NULL);
+    evhttp_set_cb(fx.http, "/missing", on_missing, NULL);
+    evhttp_set_cb(fx.http, "/nocontent", on_nocontent, NULL);
+    evhttp_set_cb(fx.http, "/stream", on_stream, NULL);
     fx.hang_fd = bound_socket(1);
     fx.hang_port = port_of(fx.hang_fd);
     fx.raw_fd = bound_socket(1);
@@ -473,6 +669,19 @@ fixture_reset(void)
     fx.limited_left = fx.limited_hits = 0;
     fx.retry_after = "1";
     fx.npeer = 0;
+    fx.raw_response = RAW_RESPONSE;
+    fx.raw_hold = 0;
+    fx.held_fd = -1;
+}
+
+/* Per test, after the client is gone: what the servers still hold. */
+static void
+fixture_clean(void)
+{
+    if (fx.held_fd >= 0) {
+        close(fx.held_fd);
+        fx.held_fd = -1;
+    }
 }
 
 static long
@@ -1068,6 +1277,537 @@ test_start_refuses_bad_requests(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* Streams                                                             */
+/* ------------------------------------------------------------------ */
+
+/* What a stream's callbacks saw, and how they answer.  `arg` of every
+ * stream callback below. */
+struct sink {
+    /* how to answer */
+    int headers_rc;      /* on_headers returns this */
+    size_t abort_at;     /* on_data returns -1 on this call (1-based) */
+    size_t pause_every;  /* on_data returns 1 on every Nth call */
+    size_t max_pauses;   /* but not more often than this; 0: no limit */
+    long pause_ms;       /* then the timer fires after this long */
+    int cancel;          /* the timer cancels instead of resuming */
+    int abort_in_resume; /* on_data returns -1 if inside resume */
+    int check_pattern;   /* bytes must be pattern_at(offset) */
+    /* what was seen */
+    int headers;
+    struct outcome at_headers; /* the response on_headers saw */
+    size_t calls;              /* on_data calls */
+    size_t bytes;
+    size_t largest;
+    uint64_t sum;
+    int wrong_byte; /* a byte was not the pattern */
+    int early_data; /* on_data before on_headers */
+    int data_when_paused;
+    int late_callback; /* any callback after on_done or cancel */
+    size_t pauses;
+    int resuming; /* inside ab_http_resume() */
+    size_t calls_in_resume;
+    int done_in_resume;
+    int cancelled;
+    char body[256];     /* the first bytes, unless check_pattern */
+    struct outcome out; /* what on_done saw */
+    /* machinery */
+    int paused;
+    struct ab_http_call *call;
+    struct event *timer;
+};
+
+/* Called by the client with the final status and headers. */
+static int
+on_sink_headers(const struct ab_http_response *res, void *arg)
+{
+    struct sink *k = arg;
+
+    k->headers++;
+    k->late_callback |= k->out.done || k->cancelled;
+    copy_outcome(res, &k->at_headers);
+    return k->headers_rc;
+}
+
+/* Records `len` bytes at `data`: checks them against the pattern, or
+ * keeps the first ones in k->body. */
+static void
+sink_take(struct sink *k, const char *data, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)data;
+
+    for (size_t i = 0; k->check_pattern && i < len; i++) {
+        k->wrong_byte |= p[i] != pattern_at(k->bytes + i);
+    }
+    if (!k->check_pattern && k->bytes + len < sizeof(k->body)) {
+        memcpy(k->body + k->bytes, data, len);
+    }
+    k->sum = fnv1a(k->sum, p, len);
+    k->bytes += len;
+    k->largest = len > k->largest ? len : k->largest;
+}
+
+/* Called by the client with body bytes, or from inside ab_http_resume
+ * with bytes that waited. */
+static int
+on_sink_data(const char *data, size_t len, void *arg)
+{
+    struct sink *k = arg;
+    struct timeval tv = {k->pause_ms / 1000, (k->pause_ms % 1000) * 1000};
+
+    k->calls++;
+    k->calls_in_resume += k->resuming;
+    k->early_data |= k->headers == 0;
+    k->data_when_paused |= k->paused;
+    k->late_callback |= k->out.done || k->cancelled;
+    if (k->calls == k->abort_at || (k->resuming && k->abort_in_resume)) {
+        return -1;
+    }
+    sink_take(k, data, len);
+    if (k->pause_every == 0 || k->calls % k->pause_every != 0 ||
+        (k->max_pauses > 0 && k->pauses == k->max_pauses)) {
+        return 0;
+    }
+    k->paused = 1;
+    k->pauses++;
+    evtimer_add(k->timer, &tv);
+    return 1;
+}
+
+/* Called by the client when the stream ends. */
+static void
+on_sink_done(const struct ab_http_response *res, void *arg)
+{
+    struct sink *k = arg;
+
+    k->late_callback |= k->out.done || k->cancelled;
+    k->done_in_resume |= k->resuming;
+    k->out.done++;
+    copy_outcome(res, &k->out);
+    fx.completed++;
+}
+
+/* Called by libevent pause_ms after on_data paused: resumes the stream,
+ * or cancels it. */
+static void
+on_sink_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct sink *k = arg;
+
+    (void)fd;
+    (void)what;
+    k->paused = 0;
+    if (k->cancel) {
+        k->cancelled = 1;
+        ab_http_cancel(k->call);
+        return;
+    }
+    k->resuming = 1;
+    ab_http_resume(k->call);
+    k->resuming = 0;
+}
+
+static void
+sink_init(struct sink *k)
+{
+    memset(k, 0, sizeof(*k));
+    k->sum = FNV_START;
+    k->timer = evtimer_new(fx.base, on_sink_timer, k);
+}
+
+static void
+sink_free(struct sink *k)
+{
+    event_free(k->timer);
+}
+
+static const struct ab_http_stream sink_cbs = {on_sink_headers, on_sink_data,
+                                               on_sink_done};
+
+/* Starts a stream of `req` into `k`. */
+static struct ab_http_call *
+start_sink(struct ab_http_request *req, struct sink *k)
+{
+    k->call = ab_http_start_stream(fx.client, req, &sink_cbs, k);
+    return k->call;
+}
+
+/* A request for `bytes` pattern bytes from /stream, in HTTP chunks of
+ * `piece` bytes (0: with a Content-Length). */
+static struct ab_http_request
+stream_request(size_t bytes, size_t piece)
+{
+    char path[96];
+
+    snprintf(path, sizeof(path), "/stream?bytes=%zu&piece=%zu", bytes, piece);
+    return request_for("GET", path, fx.port);
+}
+
+/* The checksum of the first `n` pattern bytes. */
+static uint64_t
+pattern_sum(size_t n)
+{
+    unsigned char block[4096];
+    uint64_t h = FNV_START;
+
+    for (size_t at = 0; at < n; at += sizeof(block)) {
+        size_t len = n - at < sizeof(block) ? n - at : sizeof(block);
+
+        for (size_t i = 0; i < len; i++) {
+            block[i] = pattern_at(at + i);
+        }
+        h = fnv1a(h, block, len);
+    }
+    return h;
+}
+
+static void
+test_stream_relays_10_mb_in_small_pieces(void)
+{
+    struct ab_http_request req = stream_request(TEN_MB, 0);
+    struct sink k;
+
+    sink_init(&k);
+    k.check_pattern = 1;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(k.headers == 0 && k.calls == 0);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.headers == 1 && k.early_data == 0);
+    CHECK(k.at_headers.status == 200);
+    CHECK(k.at_headers.body_len == 0);
+    CHECK(strcmp(header_of(&k.at_headers, "content-length"), "10485760") == 0);
+    CHECK(strcmp(header_of(&k.at_headers, "x-stream"), "yes") == 0);
+    CHECK(k.bytes == TEN_MB && k.wrong_byte == 0);
+    CHECK(k.sum == pattern_sum(TEN_MB));
+    CHECK(k.calls > 100);
+    CHECK(k.largest <= 256 * 1024);
+    CHECK(k.out.done == 1 && k.out.status == 200 && k.out.error[0] == '\0');
+    CHECK(k.out.body_len == TEN_MB);
+    CHECK(k.out.attempts == 1);
+    CHECK(k.late_callback == 0);
+    CHECK(ab_http_inflight(fx.client) == 0);
+    sink_free(&k);
+}
+
+/* Small HTTP chunks make curl hold several pieces over a pause, which
+ * it passes on from inside ab_http_resume(). */
+static void
+test_stream_pauses_and_resumes_without_loss(void)
+{
+    size_t total = 1024 * 1024;
+    struct ab_http_request req = stream_request(total, 1000);
+    struct sink k;
+
+    sink_init(&k);
+    k.check_pattern = 1;
+    k.pause_every = 4;
+    k.pause_ms = 10;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.out.done == 1 && k.out.status == 200 && k.out.error[0] == '\0');
+    CHECK(k.bytes == total && k.wrong_byte == 0);
+    CHECK(k.sum == pattern_sum(total));
+    CHECK(k.out.body_len == total);
+    CHECK(k.pauses >= 10);
+    CHECK(k.calls_in_resume > 0);
+    CHECK(k.data_when_paused == 0);
+    CHECK(k.late_callback == 0);
+    sink_free(&k);
+}
+
+static void
+test_stream_long_pause_is_not_a_timeout(void)
+{
+    size_t total = 256 * 1024;
+    struct ab_http_request req = stream_request(total, 0);
+    struct sink k;
+
+    sink_init(&k);
+    k.check_pattern = 1;
+    k.pause_every = 2;
+    k.max_pauses = 1;
+    k.pause_ms = 1600;
+    req.timeout_ms = 200;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.pauses == 1);
+    CHECK(k.out.status == 200 && k.out.error[0] == '\0');
+    CHECK(k.bytes == total && k.wrong_byte == 0);
+    CHECK(k.out.elapsed_ms >= 1500.0);
+    sink_free(&k);
+}
+
+static void
+test_stream_abort_from_on_data_reports_cancelled(void)
+{
+    struct ab_http_request req = stream_request(4 * 1024 * 1024, 0);
+    struct sink k;
+    size_t bytes_before;
+
+    sink_init(&k);
+    k.check_pattern = 1;
+    k.abort_at = 3;
+    req.retry = 1;
+    req.max_attempts = 3;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    bytes_before = k.bytes;
+    run_for(50);
+    CHECK(k.out.done == 1);
+    CHECK(strcmp(k.out.error, "cancelled") == 0);
+    CHECK(k.out.status == 200);
+    CHECK(k.out.attempts == 1);
+    CHECK(k.calls == 3 && k.bytes == bytes_before);
+    CHECK(k.out.body_len == k.bytes);
+    CHECK(k.late_callback == 0);
+    CHECK(ab_http_inflight(fx.client) == 0);
+    sink_free(&k);
+}
+
+static void
+test_stream_abort_from_on_headers_reports_cancelled(void)
+{
+    struct ab_http_request req = stream_request(1024 * 1024, 0);
+    struct sink k;
+
+    sink_init(&k);
+    k.headers_rc = -1;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    run_for(50);
+    CHECK(k.headers == 1 && k.calls == 0);
+    CHECK(k.out.done == 1 && strcmp(k.out.error, "cancelled") == 0);
+    CHECK(k.out.body_len == 0);
+    sink_free(&k);
+}
+
+/* on_data aborts when called from inside ab_http_resume(): on_done
+ * still comes, but later, from the loop. */
+static void
+test_stream_abort_inside_resume_ends_on_a_later_turn(void)
+{
+    struct ab_http_request req = stream_request(1024 * 1024, 1000);
+    struct sink k;
+
+    sink_init(&k);
+    k.check_pattern = 1;
+    k.pause_every = 4;
+    k.pause_ms = 10;
+    k.abort_in_resume = 1;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    run_for(50);
+    CHECK(k.calls_in_resume == 1);
+    CHECK(k.done_in_resume == 0);
+    CHECK(k.out.done == 1 && strcmp(k.out.error, "cancelled") == 0);
+    CHECK(k.out.body_len == k.bytes && k.wrong_byte == 0);
+    CHECK(k.late_callback == 0);
+    CHECK(ab_http_inflight(fx.client) == 0);
+    sink_free(&k);
+}
+
+static void
+test_stream_on_headers_sees_a_404(void)
+{
+    struct ab_http_request req = request_for("GET", "/missing", fx.port);
+    struct sink k;
+
+    sink_init(&k);
+    req.retry = 1;
+    req.max_attempts = 3;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.headers == 1);
+    CHECK(k.at_headers.status == 404);
+    CHECK(k.at_headers.error[0] == '\0');
+    CHECK(strcmp(header_of(&k.at_headers, "x-why"), "no such thing") == 0);
+    CHECK(strcmp(k.body, "not here") == 0);
+    CHECK(k.out.status == 404 && k.out.error[0] == '\0');
+    CHECK(k.out.body_len == 8 && k.out.attempts == 1);
+    sink_free(&k);
+}
+
+static void
+test_stream_retries_503_before_headers(void)
+{
+    struct ab_http_request req = request_for("GET", "/flaky", fx.port);
+    struct sink k;
+
+    sink_init(&k);
+    fx.flaky_left = 1;
+    req.retry = 1;
+    req.max_attempts = 3;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(fx.flaky_hits == 2);
+    CHECK(k.headers == 1);
+    CHECK(k.at_headers.status == 200);
+    CHECK(strcmp(header_of(&k.at_headers, "x-attempt"), "2") == 0);
+    CHECK(strcmp(k.body, "recovered") == 0);
+    CHECK(k.out.status == 200 && k.out.attempts == 2);
+    CHECK(k.out.body_len == 9);
+    sink_free(&k);
+}
+
+/* Out of attempts, the 503 itself is relayed like any answer. */
+static void
+test_stream_relays_the_last_503(void)
+{
+    struct ab_http_request req = request_for("GET", "/flaky", fx.port);
+    struct sink k;
+
+    sink_init(&k);
+    fx.flaky_left = 5;
+    req.retry = 1;
+    req.max_attempts = 2;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.headers == 1 && k.at_headers.status == 503);
+    CHECK(strcmp(k.body, "busy") == 0);
+    CHECK(k.out.status == 503 && k.out.attempts == 2);
+    sink_free(&k);
+}
+
+static void
+test_stream_without_a_body_gets_headers_then_done(void)
+{
+    struct ab_http_request head = request_for("HEAD", "/ok", fx.port);
+    struct ab_http_request none = request_for("GET", "/nocontent", fx.port);
+    struct sink a, b;
+
+    sink_init(&a);
+    sink_init(&b);
+    CHECK(start_sink(&head, &a) != NULL);
+    CHECK(start_sink(&none, &b) != NULL);
+    CHECK(run_until(&fx.completed, 2, STREAM_WAIT_MS) == 0);
+    CHECK(a.headers == 1 && a.at_headers.status == 200 && a.calls == 0);
+    CHECK(strcmp(header_of(&a.at_headers, "x-test"), "spaced value") == 0);
+    CHECK(a.out.status == 200 && a.out.body_len == 0);
+    CHECK(b.headers == 1 && b.at_headers.status == 204 && b.calls == 0);
+    CHECK(b.out.status == 204 && b.out.body_len == 0);
+    CHECK(a.late_callback == 0 && b.late_callback == 0);
+    sink_free(&a);
+    sink_free(&b);
+}
+
+/* Only the final answer's headers are shown, after a 103. */
+static void
+test_stream_skips_informational_answers(void)
+{
+    struct ab_http_request req = request_for("GET", "/", fx.raw_port);
+    struct sink k;
+
+    sink_init(&k);
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.headers == 1 && k.at_headers.status == 200);
+    CHECK(strcmp(header_of(&k.at_headers, "x-final"), "yes") == 0);
+    CHECK(header_count(&k.at_headers, "x-early") == 0);
+    CHECK(strcmp(k.body, "ok") == 0);
+    sink_free(&k);
+}
+
+/* The answer starts, then stalls: the stream times out after the bytes
+ * that came, and is not retried once on_headers ran. */
+static void
+test_stream_stalled_after_headers_times_out(void)
+{
+    struct ab_http_request req = request_for("GET", "/", fx.raw_port);
+    struct sink k;
+
+    sink_init(&k);
+    fx.raw_response = STALL_RESPONSE;
+    fx.raw_hold = 1;
+    req.timeout_ms = 500;
+    req.retry = 1;
+    req.max_attempts = 3;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.headers == 1 && k.at_headers.status == 200);
+    CHECK(strcmp(k.body, "first bytes, then silence") == 0);
+    CHECK(strcmp(k.out.error, "timeout") == 0);
+    CHECK(k.out.timed_out == 1);
+    CHECK(k.out.status == 200);
+    CHECK(k.out.body_len == 25);
+    CHECK(k.out.attempts == 1);
+    CHECK(k.out.elapsed_ms >= 900.0);
+    sink_free(&k);
+}
+
+static void
+test_stream_without_an_answer_times_out(void)
+{
+    struct ab_http_request req = request_for("GET", "/", fx.hang_port);
+    struct sink k;
+
+    sink_init(&k);
+    req.timeout_ms = 300;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.headers == 0 && k.calls == 0);
+    CHECK(k.out.status == 0 && strcmp(k.out.error, "timeout") == 0);
+    CHECK(k.out.timed_out == 1);
+    CHECK(k.out.elapsed_ms >= 900.0);
+    sink_free(&k);
+}
+
+static void
+test_stream_over_a_set_cap_is_too_large(void)
+{
+    struct ab_http_request req = stream_request(1024 * 1024, 1000);
+    struct sink k;
+
+    sink_init(&k);
+    k.check_pattern = 1;
+    req.max_response_bytes = 100000;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&fx.completed, 1, STREAM_WAIT_MS) == 0);
+    CHECK(k.headers == 1);
+    CHECK(strcmp(k.out.error, "too_large") == 0);
+    CHECK(k.bytes > 0 && k.bytes <= 100000);
+    CHECK(k.out.body_len == k.bytes);
+    sink_free(&k);
+}
+
+/* Paused in the middle of 10 MB, then cancelled from a timer: no
+ * callback follows, and nothing is left in flight. */
+static void
+test_stream_cancel_from_a_timer_ends_it_silently(void)
+{
+    struct ab_http_request req = stream_request(TEN_MB, 0);
+    struct sink k;
+    size_t calls;
+
+    sink_init(&k);
+    k.pause_every = 3;
+    k.pause_ms = 20;
+    k.cancel = 1;
+    CHECK(start_sink(&req, &k) != NULL);
+    CHECK(run_until(&k.cancelled, 1, STREAM_WAIT_MS) == 0);
+    calls = k.calls;
+    CHECK(ab_http_inflight(fx.client) == 0);
+    run_for(200);
+    CHECK(k.calls == calls && calls == 3);
+    CHECK(k.out.done == 0 && k.late_callback == 0);
+    sink_free(&k);
+}
+
+static void
+test_stream_start_refuses_missing_callbacks(void)
+{
+    struct ab_http_stream no_data = {on_sink_headers, NULL, on_sink_done};
+    struct ab_http_request req = request_for("GET", "/ok", fx.port);
+    struct sink k;
+
+    sink_init(&k);
+    CHECK(ab_http_start_stream(fx.client, &req, &no_data, &k) == NULL);
+    CHECK(ab_http_start_stream(fx.client, &req, NULL, &k) == NULL);
+    CHECK(ab_http_inflight(fx.client) == 0);
+    run_for(20);
+    CHECK(k.headers == 0 && k.out.done == 0);
+    sink_free(&k);
+}
+
+/* ------------------------------------------------------------------ */
 /* Runner                                                              */
 /* ------------------------------------------------------------------ */
 
@@ -1115,6 +1855,22 @@ static const struct test tests[] = {
     TEST(test_client_free_cancels_calls_in_flight, 0),
     TEST(test_callback_may_free_the_client, 0),
     TEST(test_start_refuses_bad_requests, 1),
+    TEST(test_stream_relays_10_mb_in_small_pieces, 0),
+    TEST(test_stream_pauses_and_resumes_without_loss, 0),
+    TEST(test_stream_long_pause_is_not_a_timeout, 0),
+    TEST(test_stream_abort_from_on_data_reports_cancelled, 0),
+    TEST(test_stream_abort_from_on_headers_reports_cancelled, 0),
+    TEST(test_stream_abort_inside_resume_ends_on_a_later_turn, 0),
+    TEST(test_stream_on_headers_sees_a_404, 0),
+    TEST(test_stream_retries_503_before_headers, 0),
+    TEST(test_stream_relays_the_last_503, 0),
+    TEST(test_stream_without_a_body_gets_headers_then_done, 0),
+    TEST(test_stream_skips_informational_answers, 0),
+    TEST(test_stream_stalled_after_headers_times_out, 0),
+    TEST(test_stream_without_an_answer_times_out, 0),
+    TEST(test_stream_over_a_set_cap_is_too_large, 0),
+    TEST(test_stream_cancel_from_a_timer_ends_it_silently, 0),
+    TEST(test_stream_start_refuses_missing_callbacks, 1),
 };
 
 static void
@@ -1128,6 +1884,7 @@ run_test(const struct test *t)
     t->fn();
     ab_http_client_free(fx.client);
     fx.client = NULL;
+    fixture_clean();
     if (t->logs ? log_size() == before : log_size() != before) {
         check(0, t->logs ? "expected a log line" : "nothing logged", 0);
     }
