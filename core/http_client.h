@@ -81,18 +81,19 @@ struct ab_http_call *ab_http_start(struct ab_http_client *client,
  * Streaming.  The callbacks of one streamed call, all called from the
  * event loop with the `arg` given to ab_http_start_stream():
  *
- *   on_headers, exactly once, when the final answer's status and
- *   headers are in (res->body is "" and res->body_len 0; names are
- *   lower-cased; `res` and what it points to are borrowed until the
- *   callback returns).  Returns 0 to go on, or -1 to abort the call.
- *   May be NULL.  A response without a body (HEAD, 204, 304) gets
- *   on_headers, then on_done.
+ *   on_headers, once, when the final answer's status and headers are
+ *   in (res->body is "" and res->body_len 0; names are lower-cased;
+ *   `res` and what it points to are borrowed until the callback
+ *   returns); never if no answer came.  Returns 0 to go on, or -1 to
+ *   abort the call.  May be NULL.  A response without a body (HEAD,
+ *   204, 304) gets on_headers, then on_done.
  *
  *   on_data, for the body bytes in order as they arrive, each byte
  *   exactly once, never before on_headers; `data` is borrowed until the
  *   callback returns.  Returns 0 to go on, 1 to pause (the bytes just
- *   passed were taken; no more come, and the socket is not read, until
- *   ab_http_resume()), or -1 to abort the call.  Must not be NULL.
+ *   passed were taken; no more come, nor on_done, and the socket is
+ *   not read, until ab_http_resume()), or -1 to abort the call.  Must
+ *   not be NULL.
  *
  *   on_done, once at the end, unless the call was cancelled with
  *   ab_http_cancel(): res->status, error, timed_out, attempts and
@@ -103,20 +104,22 @@ struct ab_http_call *ab_http_start(struct ab_http_client *client,
  *   curl's message) and res->status still holds the status on_headers
  *   saw; before it, status is 0 as in buffered mode.  May be NULL.
  *
- * A stream is retried, as in buffered mode, only while on_headers has
- * not run: a retryable answer (5xx, 429) is then dropped unseen and the
- * request sent again; once on_headers ran, never.
+ * A stream is retried as in buffered mode (no answer, 5xx, 429), but
+ * only while on_headers has not run: a retryable answer is dropped
+ * unseen, body included, and the request sent again; once on_headers
+ * ran, never.
  *
  * `max_response_bytes` caps the body and headers if non-zero (over it,
  * the call ends with "too_large"); 0 means no cap on the body (headers
  * are still capped at 16 MiB).
  *
- * `timeout_ms` (0 means 10000) bounds connecting, and then how long the
- * answer may stall: the call ends with "timeout" once less than one
- * byte a second arrived for ceil(timeout_ms / 1000) seconds, with no
- * limit on the whole transfer.  curl averages the speed over up to the
- * last 5 seconds, so a stall right after a burst of data is noticed up
- * to 5 seconds late.  A paused stream never times out.
+ * `timeout_ms` (0 means 10000) bounds connecting; after that, the call
+ * ends with "timeout" once less than one byte a second came for
+ * ceil(timeout_ms / 1000) seconds, which bounds both the wait for the
+ * answer and stalls in the body, with no limit on the whole transfer.
+ * curl averages the speed over up to the last 5 seconds, so a stall
+ * right after a burst of data is noticed up to 5 seconds late.  A
+ * paused stream never times out.
  *
  * on_headers and on_data run inside curl, which refuses re-entry: they
  * must not start, cancel or free calls, nor free the client (to stop
@@ -143,11 +146,12 @@ struct ab_http_call *ab_http_start_stream(struct ab_http_client *client,
 
 /*
  * Lets a stream that on_data paused go on; does nothing if it is not
- * paused.  on_data may be called from inside this function, with bytes
- * that were waiting; it may pause again there.  on_headers and on_done
- * never are: if on_data aborts from here, on_done follows on a later
- * turn of the loop.  Safe from any callback, including on_data of
- * other streams, but not after the call's on_done.
+ * paused (from inside its own on_data, say: the pause starts when
+ * on_data returns 1).  on_data may be called from inside this function,
+ * with bytes that were waiting; it may pause again there.  on_headers
+ * and on_done never are: if on_data aborts from here, on_done follows
+ * on a later turn of the loop.  Safe from any callback, including
+ * on_data of other streams, but not once the call's on_done has run.
  */
 void ab_http_resume(struct ab_http_call *call);
 

@@ -19,12 +19,13 @@
 #include "crypto.h"
 #include "http_client.h"
 #include "log.h"
+#include "lua_bindings.h"
 #include "lua_host.h"
 #include "metrics.h"
+#include "proxy.h"
 #include "request.h"
 
 /* Headers a hook may set at most on one outbound call. */
-#define MAX_OUT_HEADERS 64
 
 struct ab_wait;
 
@@ -216,9 +217,9 @@ opt_integer(lua_State *L, int idx, const char *name, long def)
 
 /* Reads the call table at stack index `idx` into `r` (raising on a
  * malformed one).  Strings stay owned by the table on the stack. */
-static void
-parse_call(lua_State *L, int idx, struct ab_http_request *r,
-           struct ab_http_header *hdrs, char *secret_name, size_t size)
+void
+ab_lua_parse_call(lua_State *L, int idx, struct ab_http_request *r,
+                  struct ab_http_header *hdrs, char *secret_name, size_t size)
 {
     struct ab_generation *gen = ab_host_generation(L);
     const struct ab_config *cfg = gen->host->cfg;
@@ -265,7 +266,7 @@ start_call(lua_State *L, int i, struct wait_slot *slot)
     int top = lua_gettop(L);
 
     lua_rawgeti(L, 1, i + 1); /* ... call */
-    parse_call(L, top + 1, &r, hdrs, secret_name, sizeof(secret_name));
+    ab_lua_parse_call(L, top + 1, &r, hdrs, secret_name, sizeof(secret_name));
     slot->call = ab_http_start(ab_host_generation(L)->host->http, &r,
                                on_call_done, slot);
     lua_settop(L, top);
@@ -284,7 +285,8 @@ check_calls(lua_State *L, int n)
 
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, 1, i + 1);
-        parse_call(L, top + 1, &r, hdrs, secret_name, sizeof(secret_name));
+        ab_lua_parse_call(L, top + 1, &r, hdrs, secret_name,
+                          sizeof(secret_name));
         lua_settop(L, top);
     }
 }
@@ -620,6 +622,7 @@ ab_luaopen_core(lua_State *L)
         {"set_identity", l_set_identity},
         {"set_route", l_set_route},
         {"audit", l_audit},
+        {"proxy", ab_proxy_lua},
         {"hook_begin", l_hook_begin},
         {"hook_end", l_hook_end},
         {"metric_upstream", l_metric_upstream},

@@ -146,10 +146,12 @@ load_app(lua_State *L)
     if (!lua_istable(L, -1)) {
         return luaL_error(L, "%s did not return a table", module);
     }
-    lua_getfield(L, -1, "init");    /* ... app init */
-    push_config(L, gen->host->cfg); /* ... init cfg */
-    lua_call(L, 1, 0);              /* ... app */
-    lua_getfield(L, -1, "handle");  /* ... app handle */
+    lua_getfield(L, -1, "init");                  /* ... app init */
+    push_config(L, gen->host->cfg);               /* ... init cfg */
+    lua_pushinteger(L, (lua_Integer)gen->number); /* ... init cfg n */
+    lua_setfield(L, -2, "generation");            /* ... init cfg */
+    lua_call(L, 1, 0);                            /* ... app */
+    lua_getfield(L, -1, "handle");                /* ... app handle */
     if (!lua_isfunction(L, -1)) {
         return luaL_error(L, "%s has no handle function", module);
     }
@@ -281,7 +283,7 @@ finish(struct ab_request *req, int nres)
     size_t len = 0;
     const char *body = NULL;
 
-    if (req->job) {
+    if (req->job || req->streamed || req->evreq == NULL) {
         ab_request_send(req, 200, NULL, 0); /* nobody to answer */
         return;
     }

@@ -93,7 +93,9 @@ on_client_close(struct evhttp_connection *conn, void *arg)
 
     AB_INFO("http", req->id, "client went away before the answer");
     req->evreq = NULL;
-    ab_request_free(req);
+    if (req->on_client_gone == NULL || req->on_client_gone(req) != 1) {
+        ab_request_free(req);
+    }
 }
 
 /* Allocates a request with its id and armed deadline; NULL on out of
@@ -192,8 +194,18 @@ ab_request_send(struct ab_request *req, int status, const char *body,
     struct evkeyvalq *out;
     struct evbuffer *buf;
 
-    if (evreq == NULL) {
+    if (req->streamed) {
+        /* Answered as a stream already: log what went out. */
+        status = req->stream_status;
+        if (evreq) {
+            log_access(req, status);
+        }
+        ab_metrics_request(req->route, status, ab_now_ms() - req->started_ms);
         ab_request_free(req);
+        return;
+    }
+    if (evreq == NULL) {
+        ab_request_free(req); /* nobody to answer */
         return;
     }
     out = evhttp_request_get_output_headers(evreq);

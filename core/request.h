@@ -34,6 +34,11 @@ struct ab_request {
     long instructions; /* Lua instructions of this hook call */
     int in_hook;       /* a plugin hook is running */
     int over_budget;
+    int streamed;      /* the answer went out as a stream already */
+    int stream_status; /* the status it went out with */
+    /* Called when the client goes away, if set: returns 1 if it takes
+     * over ending the request (evreq is gone either way). */
+    int (*on_client_gone)(struct ab_request *req);
     int job;        /* a background tick, no client */
     char *identity; /* for log lines, once known */
     char route[48]; /* for the access log and metrics */

@@ -12,6 +12,7 @@ local json = require "broker.json"
 local hooks = require "broker.hooks"
 local identity = require "broker.identity"
 local pica = require "broker.pica"
+local passthrough = require "broker.passthrough"
 local plugins = require "broker.plugins"
 local scheduler = require "broker.scheduler"
 local token = require "broker.token"
@@ -30,14 +31,16 @@ local function identified(handler)
   end
 end
 
-local function add_route(method, path, name, handler)
+-- Adds a route; method "*" takes any method (the handler checks).
+local function add_route(method, path, name, handler, max_body)
   routes[#routes + 1] = {method = method, pattern = "^" .. path .. "$",
-                         name = name, handler = handler}
+                         name = name, handler = handler,
+                         max_body = max_body}
 end
 
-local function build_routes(prefix)
+local function build_routes(config)
   routes = {}
-  prefix = prefix:gsub("%p", "%%%0")    -- a literal, in the patterns
+  local prefix = config.route_prefix:gsub("%p", "%%%0") -- literal
   add_route("POST", prefix .. "/authkit/token", "token",
             identified(token.handle))
   add_route("GET", prefix .. "/connectors", "connectors",
@@ -50,6 +53,9 @@ local function build_routes(prefix)
             identified(connections.list))
   add_route("DELETE", prefix .. "/connections/(.+)", "connections_delete",
             identified(connections.delete))
+  add_route("*", prefix .. "/passthrough/.*", "passthrough",
+            identified(passthrough.handle),
+            config.passthrough_max_body_bytes)
 end
 
 -- Finds the route of `req`; raises 404 or 405 (with Allow) if none.
@@ -58,7 +64,7 @@ local function match(req)
   for _, r in ipairs(routes) do
     local caps = {req.path:match(r.pattern)}
     if #caps > 0 then
-      if r.method == req.method then
+      if r.method == req.method or r.method == "*" then
         return r, caps
       end
       allowed[#allowed + 1] = r.method
@@ -133,11 +139,12 @@ function M.init(config)
   token.configure(config)
   connections.configure(config)
   connectors.configure(config)
+  passthrough.configure(config, config.generation)
   broker.pica = {call = pica.call, call_all = pica.call_all}
   local api = plugins.readonly(broker)
   loaded = plugins.load(config.plugins, api)
   hooks.set_plugins(loaded)
-  build_routes(config.route_prefix)
+  build_routes(config)
 end
 
 return M

@@ -176,9 +176,9 @@ local function stored(who)
   return list or {}
 end
 
--- The caller's stored connections, even if a store hook forgot to
+--- The caller's stored connections, even if a store hook forgot to
 -- filter by identity.
-local function own_list(who)
+function M.own_list(who)
   local out = json.array({})
   for _, conn in ipairs(stored(who)) do
     if owned_by(conn, who) then
@@ -191,7 +191,7 @@ end
 --- GET /connections: the caller's stored connections.
 function M.list(req, ctx)
   require_store("list_connections")
-  return 200, {}, json.encode({connections = own_list(ctx.who)})
+  return 200, {}, json.encode({connections = M.own_list(ctx.who)})
 end
 
 -- The stored connection `key` if it is the caller's; raises 404 or 403.
@@ -294,7 +294,7 @@ function M.sync(req, ctx)
   require_store("on_success")
   require_store("delete_connection")
   local counts = M.reconcile(ctx.who)
-  counts.connections = own_list(ctx.who)
+  counts.connections = M.own_list(ctx.who)
   return 200, {}, json.encode(counts)
 end
 
