@@ -20,6 +20,7 @@
 #include "lua_host.h"
 #include "request.h"
 #include "server.h"
+#include "workers.h"
 
 /* How long a stopping broker waits for requests in flight. */
 #define DRAIN_MS 10000
@@ -182,8 +183,8 @@ start_server(struct broker *b, enum ab_server_kind kind, const char *listen,
              const char *module)
 {
     char err[1024];
-    struct ab_server *s =
-        ab_server_new(kind, b->base, &b->cfg, listen, 0, err, sizeof(err));
+    struct ab_server *s = ab_server_new(kind, b->base, &b->cfg, listen,
+                                        b->cfg.workers > 1, err, sizeof(err));
 
     if (s == NULL) {
         fatal("%s%s", err, "");
@@ -275,16 +276,12 @@ check_plugins_dir(const char *dir)
     return 0;
 }
 
-static int
-serve(struct broker *b)
-{
-    char err[512];
+static void cleanup(struct broker *b);
 
-    if (b->cfg.workers > 1) {
-        return fatal("--workers above 1 is not available yet; run one "
-                     "broker per core behind the load balancer%s%s",
-                     "", "");
-    }
+/* Checks what every serving process needs before any starts. */
+static int
+serve_checks(struct broker *b)
+{
     if (check_plugins_dir(b->cfg.plugins) != 0) {
         return 2;
     }
@@ -295,6 +292,20 @@ serve(struct broker *b)
                      "broker without a Pica account%s%s",
                      "", "");
     }
+    if (b->cfg.dev && b->cfg.workers > 1) {
+        return fatal("--dev runs in one process: leave out --workers%s%s", "",
+                     "");
+    }
+    return 0;
+}
+
+/* One serving process: its loop, listeners and plugin generations.
+ * Returns the exit status. */
+static int
+serve_one(struct broker *b)
+{
+    char err[512];
+
     if (open_loop(b) != 0 || (b->cfg.dev && start_dev_sandbox(b) != 0)) {
         return 2;
     }
@@ -309,6 +320,53 @@ serve(struct broker *b)
     announce(b);
     event_base_dispatch(b->base);
     return 0;
+}
+
+/* Called in each forked worker. */
+static int
+run_worker(void *arg, int index)
+{
+    struct broker *b = arg;
+    int rc = serve_one(b);
+
+    cleanup(b);
+    return rc;
+}
+
+/* Pins the listen addresses to real ports for the workers to share. */
+static int
+reserve_ports(struct broker *b)
+{
+    char addr[128], err[512];
+    const char *names[] = {"listen", "admin_listen"};
+    char *values[] = {b->cfg.listen, b->cfg.admin_listen};
+
+    for (int i = 0; i < 2; i++) {
+        if (ab_workers_reserve(values[i], addr, sizeof(addr), err,
+                               sizeof(err)) < 0) {
+            return fatal("%s%s", err, "");
+        }
+        ab_config_set(&b->cfg, ab_config_option(names[i]), addr, err,
+                      sizeof(err));
+    }
+    return 0;
+}
+
+static int
+serve(struct broker *b)
+{
+    int rc = serve_checks(b);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (b->cfg.workers <= 1) {
+        return serve_one(b);
+    }
+    if (reserve_ports(b) != 0) {
+        return 2;
+    }
+    return ab_workers_run((int)b->cfg.workers, run_worker, b);
 }
 
 static int
