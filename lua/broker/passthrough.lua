@@ -133,7 +133,8 @@ local function audit(req, who, conn, path, res)
   core.audit(json.encode({
     time = string.format("%.3f", core.now()), request_id = req.id,
     identity = who.identity, identity_type = who.identity_type,
-    platform = conn.platform, connection_key = M.redact_key(conn.connection_key),
+    platform = conn.platform,
+    connection_key = M.redact_key(conn.connection_key),
     method = req.method, path = M.redact_query(path, req.raw_query),
     status = res.status, error = res.error, bytes = res.bytes,
     latency_ms = math.floor(res.elapsed_ms * 1000 + 0.5) / 1000,
