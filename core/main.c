@@ -226,6 +226,35 @@ start_api(struct broker *b)
     return 0;
 }
 
+/* Adds `origin` to cfg->cors_origins.  0, or -1 with `err`. */
+static int
+allow_origin(struct ab_config *cfg, const char *origin, char *err,
+             size_t errlen)
+{
+    size_t len = strlen(origin) + 1;
+    char *joined;
+    int rc;
+
+    for (char **o = cfg->cors_origins; o && *o; o++) {
+        len += strlen(*o) + 1;
+    }
+    joined = malloc(len);
+    if (joined == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    joined[0] = '\0';
+    for (char **o = cfg->cors_origins; o && *o; o++) {
+        strcat(joined, *o);
+        strcat(joined, ",");
+    }
+    strcat(joined, origin);
+    rc = ab_config_set(cfg, ab_config_option("cors_origins"), joined, err,
+                       errlen);
+    free(joined);
+    return rc;
+}
+
 /* --dev: the sandbox Pica inside this process, on a free loopback port. */
 static int
 start_dev_sandbox(struct broker *b)
@@ -239,6 +268,12 @@ start_dev_sandbox(struct broker *b)
     }
     snprintf(url, sizeof(url), "http://%s", b->sandbox->address);
     ab_config_set(&b->cfg, ab_config_option("pica_url"), url, err, sizeof(err));
+    /* The sandbox's widget page (origin `url`) calls the token endpoint
+     * from the browser: allow its origin beside the configured ones. */
+    if (allow_origin(&b->cfg, url, err, sizeof(err)) != 0) {
+        fatal("%s%s", err, "");
+        return -1;
+    }
     if (b->secret == NULL) {
         b->secret = strdup(DEV_SECRET);
     }
@@ -260,6 +295,10 @@ announce(const struct broker *b)
             "%s/authkit/token)",
             b->api->address, b->cfg.route_prefix);
     AB_INFO("main", NULL, "listening on http://%s (admin)", b->admin->address);
+    if (b->cfg.dev) {
+        AB_INFO("main", NULL, "demo page: open http://%s/ in a browser",
+                b->api->address);
+    }
 }
 
 static int

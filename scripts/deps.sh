@@ -9,6 +9,8 @@ packages=(
   libevent-dev libcurl4-openssl-dev libssl-dev
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
+# The browser test drives Debian's Chromium (no browser download).
+[ "${1:-}" = "--test" ] && packages+=(chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/build.sh build
+(cd examples/demo && npm ci --no-audit --no-fund --silent)
 exec ./build/authkit-broker --dev "$@"

@@ -3,8 +3,10 @@
 # normal build and once with AddressSanitizer and UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
-(cd spec/differential && npm ci --no-audit --no-fund --silent)
+bash scripts/deps.sh --test
+for dir in spec/differential spec/browser examples/demo; do
+  (cd "$dir" && npm ci --no-audit --no-fund --silent)
+done
 
 bash scripts/build.sh build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 (cd build && ctest --output-on-failure)

@@ -41,5 +41,12 @@ add_test(NAME lua_integration
 set_tests_properties(lua_integration PROPERTIES
   ENVIRONMENT "${AB_SPEC_ENV}" TIMEOUT 900)
 
+find_program(NODE node REQUIRED)
+add_test(NAME browser_demo
+  COMMAND ${NODE} --test spec/browser/demo.test.mjs
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(browser_demo PROPERTIES
+  ENVIRONMENT "${AB_SPEC_ENV}" TIMEOUT 300)
+
 add_test(NAME style COMMAND bash scripts/check-style.sh
   WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})

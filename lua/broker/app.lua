@@ -7,6 +7,7 @@ local core = require "broker.core"
 local broker = require "broker"
 local connections = require "broker.connections"
 local connectors = require "broker.connectors"
+local demo = require "broker.demo"
 local errors = require "broker.errors"
 local json = require "broker.json"
 local hooks = require "broker.hooks"
@@ -145,6 +146,7 @@ function M.init(config)
   loaded = plugins.load(config.plugins, api)
   hooks.set_plugins(loaded)
   build_routes(config)
+  demo.register(add_route, config)
 end
 
 return M

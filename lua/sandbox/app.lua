@@ -20,6 +20,7 @@ local passthrough = require "sandbox.passthrough"
 local pica = require "sandbox.pica"
 local reply = require "sandbox.reply"
 local vault = require "sandbox.vault"
+local widget = require "sandbox.widget"
 
 local M = { _VERSION = "0.1.0" }
 
@@ -36,7 +37,8 @@ local pt = passthrough.handle
 -- The routing table: a path pattern (its capture becomes ctx.arg), the
 -- name counted in /sandbox/stats, and the handler of each method.
 local ROUTES = {
-  { "^/v1/authkit$", "/v1/authkit", { POST = pica.authkit } },
+  { "^/v1/authkit$", "/v1/authkit",
+    { POST = widget.remember(pica.authkit) } },
   { "^/v1/users/flags$", "/v1/users/flags", { GET = pica.flags } },
   { "^/v1/available%-connectors$", "/v1/available-connectors",
     { GET = pica.connectors } },
@@ -52,6 +54,10 @@ local ROUTES = {
       DELETE = admin.clear_connections } },
   { "^/sandbox/connections/([^/]+)$", "/sandbox/connections/{id}",
     { PATCH = admin.patch_connection } },
+  { "^/widget/?$", "/widget", { GET = widget.page } },
+  { "^/widget/connections$", "/widget/connections",
+    { POST = widget.connect } },
+  { "^/widget/([^/]+)$", "/widget/{asset}", { GET = widget.asset } },
   { "^/sandbox/faults$", "/sandbox/faults",
     { GET = admin.list_faults, POST = admin.add_fault,
       DELETE = admin.clear_faults } },

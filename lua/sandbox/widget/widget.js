@@ -44,17 +44,18 @@
   // The parent's origin when the browser tells it, else "*" (the package
   // itself does not check event.origin, pica-api.md).
   function parentOrigin() {
+    var origin = null;
     try {
       if (location.ancestorOrigins && location.ancestorOrigins.length) {
-        return location.ancestorOrigins[0];
-      }
-      if (document.referrer) {
-        return new URL(document.referrer).origin;
+        origin = location.ancestorOrigins[0];
+      } else if (document.referrer) {
+        origin = new URL(document.referrer).origin;
       }
     } catch (e) {
-      // fall through
+      origin = null;
     }
-    return "*";
+    // An opaque origin ("null", a file: page) cannot be targeted.
+    return origin && origin !== "null" ? origin : "*";
   }
 
   function whenShown(fn) {
