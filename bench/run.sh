@@ -20,7 +20,6 @@ SECRET=sk_test_1_benchmark
 IDENTITY=alice
 PASS_PATH=bench/echo
 THREADS=2
-PASS_CONNS=4
 HOLD_CONNS=1000
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -28,7 +27,7 @@ ROUNDS=3
 DURATION=10
 WARMUP=3
 case "${1:-}" in
-  --quick) ROUNDS=1 DURATION=2 WARMUP=1 ;;
+  --quick) ROUNDS=1 DURATION=1 WARMUP=1 ;;
   '') ;;
   *)
     echo "usage: bench/run.sh [--quick]" >&2
@@ -42,7 +41,8 @@ TOKEN_32="token endpoint, sandbox 0 ms, 32 connections"
 TOKEN_256="token endpoint, sandbox 0 ms, 256 connections"
 TOKEN_SLOW="token endpoint, sandbox 20 ms, 32 connections"
 TOKEN_SLOW_1="token endpoint, sandbox 20 ms, 1 connection"
-PASSTHROUGH="passthrough GET, $PASS_CONNS connections"
+PASSTHROUGH_1="passthrough GET, 1 connection"
+PASSTHROUGH_4="passthrough GET, 4 connections"
 UPSERT="POST /api/connections (upsert), 32 connections"
 MEM_IDLE="resident memory, idle"
 MEM_OPEN="resident memory, $HOLD_CONNS open connections (one preflight each)"
@@ -286,7 +286,7 @@ record() {
 # record_na LABEL PEER REASON: a wrk case that could not run.
 record_na() {
   local metric
-  for metric in rps p50_ms p99_ms cpu_ms; do
+  for metric in rps p50_ms p99_ms cpu_ms sandbox_cpu_ms; do
     record "$1" "$metric" "$2" na "$3"
   done
 }
@@ -307,10 +307,12 @@ drive() {
 
 # measure LABEL CASE PEER SERVER CONNS METHOD URL [HEADER...]: one wrk
 # run against PEER, whose process is SERVER; records requests/s, p50,
-# p99 and the server's CPU time per request. While warming up it only
-# drives the load (the sandbox alone needs no warming).
+# p99, and the CPU time per request of the server and of its sandbox.
+# While warming up it only drives the load (the sandbox alone needs no
+# warming).
 measure() {
-  local label=$1 case=$2 peer=$3 server=$4 conns=$5 line ticks note=''
+  local label=$1 case=$2 peer=$3 server=$4 conns=$5 line ticks sandbox_ticks
+  local sandbox=sandbox_${3/direct/broker} note=''
   shift 5
   if [[ -n ${NA[$case:$peer]:-} ]]; then
     ((WARMING)) || record_na "$label" "$peer" "${NA[$case:$peer]}"
@@ -320,10 +322,12 @@ measure() {
     [[ $peer == direct ]] || drive "$WARMUP" "$conns" "$@" >/dev/null
     return
   fi
-  settle "$server" "sandbox_${peer/direct/broker}"
+  settle "$server" "$sandbox"
   ticks=$(cpu_ticks "$server")
+  sandbox_ticks=$(cpu_ticks "$sandbox")
   line=$(drive "$DURATION" "$conns" "$@")
   ticks=$(($(cpu_ticks "$server") - ticks))
+  sandbox_ticks=$(($(cpu_ticks "$sandbox") - sandbox_ticks))
   if [[ -z $line ]]; then
     record_na "$label" "$peer" "wrk failed"
     return
@@ -342,9 +346,15 @@ measure() {
   record "$label" rps "$peer" "$rps" "$note"
   record "$label" p50_ms "$peer" "$(awk -v u="$p50" 'BEGIN { print u / 1000 }')" "$note"
   record "$label" p99_ms "$peer" "$(awk -v u="$p99" 'BEGIN { print u / 1000 }')" "$note"
-  record "$label" cpu_ms "$peer" \
-    "$(awk -v t="$ticks" -v n="$requests" -v hz="$CLK_TCK" \
-      'BEGIN { print n ? t * 1000 / hz / n : 0 }')"
+  record "$label" cpu_ms "$peer" "$(per_request "$ticks" "$requests")"
+  record "$label" sandbox_cpu_ms "$peer" \
+    "$(per_request "$sandbox_ticks" "$requests")"
+}
+
+# per_request TICKS REQUESTS: milliseconds of CPU per request.
+per_request() {
+  awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" \
+    'BEGIN { print n ? t * 1000 / hz / n : 0 }'
 }
 
 # token_case LABEL CONNS
@@ -435,14 +445,15 @@ phase_fast() {
   say "warming up every route"
   WARMING=1
   token_case "" 32
-  passthrough_case "" "$PASS_CONNS"
+  passthrough_case "" 4
   connections_case "" 32
   WARMING=0
   for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     say "round $ROUND/$ROUNDS at sandbox latency 0 ms"
     token_case "$TOKEN_32" 32
     token_case "$TOKEN_256" 256
-    passthrough_case "$PASSTHROUGH" "$PASS_CONNS"
+    passthrough_case "$PASSTHROUGH_1" 1
+    passthrough_case "$PASSTHROUGH_4" 4
     connections_case "$UPSERT" 32
   done
   ROUND=0
@@ -476,15 +487,19 @@ row() {
 write_rows() {
   row "$TOKEN_32" rps 'ratio>=10'
   row "$TOKEN_32" cpu_ms
+  row "$TOKEN_32" sandbox_cpu_ms
   row "$TOKEN_256" rps 'ratio>=10'
   row "$TOKEN_SLOW" p50_ms 'broker<30 & node>=60'
   row "$TOKEN_SLOW" p99_ms
   row "$TOKEN_SLOW_1" p50_ms 'broker<30 & node>=60'
-  row "$PASSTHROUGH" p50_ms 'added<0.3'
-  row "$PASSTHROUGH" p99_ms
-  row "$PASSTHROUGH" cpu_ms
+  row "$PASSTHROUGH_1" p50_ms 'added<0.3'
+  row "$PASSTHROUGH_1" p99_ms
+  row "$PASSTHROUGH_4" p50_ms 'added<0.3'
+  row "$PASSTHROUGH_4" p99_ms
+  row "$PASSTHROUGH_4" cpu_ms
   row "$UPSERT" rps
   row "$UPSERT" cpu_ms
+  row "$UPSERT" sandbox_cpu_ms
   row "$MEM_IDLE" rss_mib
   row "$MEM_OPEN" rss_mib 'broker<25'
   row "$MEM_BURST" rss_mib

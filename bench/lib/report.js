@@ -20,6 +20,7 @@ const METRICS = {
   p99_ms: { name: 'p99 ms', digits: 2 },
   rss_mib: { name: 'RSS MiB', digits: 1 },
   cpu_ms: { name: 'server CPU ms per request', digits: 2 },
+  sandbox_cpu_ms: { name: "its sandbox's CPU ms per request", digits: 2 },
 };
 
 function readTsv(path) {
@@ -35,7 +36,8 @@ function median(values) {
     : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-// Returns {peer: {values: [...], na: reason, notes: Set}} for one row.
+// Returns {peer: {values: [...], na: reason, naRounds: n, notes: Set}}
+// for one row.
 function collect(results, label, metric) {
   const byPeer = {};
   for (const [l, m, peer, , value, note] of results) {
@@ -43,9 +45,12 @@ function collect(results, label, metric) {
       continue;
     }
     const entry = byPeer[peer]
-      || (byPeer[peer] = { values: [], na: null, notes: new Set() });
+      || (byPeer[peer] = {
+        values: [], na: null, naRounds: 0, notes: new Set(),
+      });
     if (value === 'na') {
       entry.na = note || 'not measured';
+      entry.naRounds += 1;
     } else {
       entry.values.push(Number(value));
       if (note) {
@@ -115,10 +120,14 @@ function tableRow(results, [label, metric, rule]) {
       ? median(entry.values) : null;
     if (!entry) {
       cells.push('–');
-    } else if (entry.na) {
+    } else if (medians[peer] === null) {
       cells.push(`n/a (${entry.na})`);
     } else {
       cells.push(format(medians[peer], spec.digits));
+      if (entry.na) {
+        notes.push(`${peer}: ${entry.naRounds} round(s) left out `
+          + `(${entry.na})`);
+      }
     }
     for (const note of entry ? entry.notes : []) {
       notes.push(`${peer}: ${note}`);
