@@ -1425,6 +1425,9 @@ on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp,
 /* Public API                                                          */
 /* ------------------------------------------------------------------ */
 
+/* Idle connections kept open for reuse, across all hosts. */
+#define AB_HTTP_IDLE_CONNECTIONS 256
+
 /* Connects curl's socket and timer callbacks to `client`. */
 static int
 set_multi_options(struct ab_http_client *client)
@@ -1440,6 +1443,12 @@ set_multi_options(struct ab_http_client *client)
            CURLM_OK;
     bad |= curl_multi_setopt(multi, CURLMOPT_TIMERDATA, (void *)client) !=
            CURLM_OK;
+
+    /* Keep idle connections to Pica for reuse: curl's default cache
+     * (4 per transfer in flight) shrinks when load dips and then every
+     * burst opens new connections. */
+    bad |= curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS,
+                             (long)AB_HTTP_IDLE_CONNECTIONS) != CURLM_OK;
     return bad ? -1 : 0;
 }
 

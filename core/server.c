@@ -240,7 +240,7 @@ ab_server_new(enum ab_server_kind kind, struct event_base *base,
     evhttp_set_gencb(s->http, on_request, s);
     s->listener = open_listener(base, listen, reuseport, err, errlen);
     if (s->listener == NULL ||
-        evhttp_bind_listener(s->http, s->listener) == NULL) {
+        (s->bound = evhttp_bind_listener(s->http, s->listener)) == NULL) {
         if (s->listener) {
             evconnlistener_free(s->listener);
         }
@@ -264,8 +264,13 @@ ab_server_new(enum ab_server_kind kind, struct event_base *base,
 void
 ab_server_stop_accepting(struct ab_server *server)
 {
-    if (server->listener) {
-        evconnlistener_disable(server->listener);
+    /* Close the socket rather than stop accepting: with SO_REUSEPORT the
+     * kernel would go on queueing connections for this worker that it
+     * will never accept.  Closed, they go to the other workers. */
+    if (server->bound) {
+        evhttp_del_accept_socket(server->http, server->bound);
+        server->bound = NULL;
+        server->listener = NULL;
     }
     if (server->tick) {
         event_del(server->tick);

@@ -12,6 +12,7 @@
 struct event_base;
 struct evhttp;
 struct evconnlistener;
+struct evhttp_bound_socket;
 struct event;
 struct ab_config;
 struct ab_generation;
@@ -27,6 +28,7 @@ struct ab_server {
     enum ab_server_kind kind;
     struct evhttp *http;
     struct evconnlistener *listener;
+    struct evhttp_bound_socket *bound;  /* NULL once closed */
     struct ab_generation *gen;          /* current generation; NULL for admin */
     struct ab_generations *generations; /* admin: what it reports on */
     struct event_base *base;
