@@ -48,6 +48,12 @@ const struct ab_option ab_options[] = {
      "largest request body a passthrough call may forward"},
     {"data_dir", AB_OPT_STR, OFF(data_dir), "data", NOLIM, 0,
      "directory for the stores' files"},
+    {"store", AB_OPT_STR, OFF(store), "sqlite", NOLIM, 0,
+     "where connections are stored: sqlite or postgres"},
+    {"postgres_url", AB_OPT_STR, OFF(postgres_url), "", NOLIM, 0,
+     "libpq connection string or URI of the postgres store"},
+    {"postgres_pool_size", AB_OPT_INT, OFF(postgres_pool_size), "4", 1, 100, 0,
+     "connections to postgres per worker and generation"},
     {"cors_origins", AB_OPT_LIST, OFF(cors_origins),
      "https://authkit.picaos.com", NOLIM, 0,
      "origins allowed to call the API from a browser; \"*\" for any"},
@@ -383,6 +389,16 @@ ab_config_validate(const struct ab_config *cfg, char *err, size_t errlen)
     }
     if (plen > 0 && cfg->pica_url[plen - 1] == '/') {
         snprintf(err, errlen, "pica_url must not end with '/'");
+        return -1;
+    }
+    if (strcmp(cfg->store, "sqlite") != 0 &&
+        strcmp(cfg->store, "postgres") != 0) {
+        snprintf(err, errlen, "store must be sqlite or postgres, not '%s'",
+                 cfg->store);
+        return -1;
+    }
+    if (strcmp(cfg->store, "postgres") == 0 && cfg->postgres_url[0] == '\0') {
+        snprintf(err, errlen, "store \"postgres\" needs postgres_url");
         return -1;
     }
     if (cfg->route_prefix[0] != '/' ||

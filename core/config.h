@@ -21,6 +21,8 @@ struct ab_config {
     char *log_level;
     char *secret_file;
     char *data_dir;
+    char *store;
+    char *postgres_url;
     char *audit_log;
     char **cors_origins; /* NULL-terminated */
     char **cors_headers; /* extra allowed request headers */
@@ -40,6 +42,7 @@ struct ab_config {
     long sync_window_s;
     long lua_memory_mb;
     long instruction_budget;
+    long postgres_pool_size;
     /* sandbox */
     long latency_ms;
     long integrations;

@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "json.h"
+#include "pg.h"
 #include "sqlite.h"
 #include "waker.h"
 #include "log.h"
@@ -127,6 +128,8 @@ prepare_state(lua_State *L, const char *lua_dir)
     lua_setfield(L, -2, "broker.jsonc");
     lua_pushcfunction(L, ab_luaopen_sqlite);
     lua_setfield(L, -2, "broker.sqlite");
+    lua_pushcfunction(L, ab_luaopen_pg);
+    lua_setfield(L, -2, "broker.pg");
     lua_pushcfunction(L, ab_luaopen_waker);
     lua_setfield(L, -2, "broker.waker");
     lua_pop(L, 2); /* */
@@ -191,6 +194,7 @@ ab_generation_load(struct ab_host *host, const char *module,
     *(struct ab_request **)lua_getextraspace(gen->L) = NULL;
     prepare_state(gen->L, host->lua_dir);
     ab_sqlite_set_data_dir(gen->L, host->cfg->data_dir);
+    ab_pg_set_base(gen->L, host->base);
     lua_pushcfunction(gen->L, load_app);        /* f */
     lua_pushlightuserdata(gen->L, gen);         /* f gen */
     lua_pushstring(gen->L, module);             /* f gen module */

@@ -86,6 +86,8 @@ struct pg_pool;
 struct pg_conn;
 struct pg_tx;
 
+/* One statement from Lua: queued, running, or answered and waiting for
+ * its request to resume. */
 struct pg_query {
     struct pg_pool *pool;
     struct ab_request *req; /* NULL once the request has ended */
@@ -110,6 +112,7 @@ struct pg_query {
     /* the arrays and the text of sql and values follow */
 };
 
+/* One connection to the server, in one of the states of conn_state. */
 struct pg_conn {
     struct pg_pool *pool;
     PGconn *pg;
@@ -276,18 +279,24 @@ error_kind(const char *state)
     return KIND_PLAIN;
 }
 
-/* Fails q with the error of res, the server's primary message only (its
- * DETAIL may quote values). */
+/* Fails q with the error of res: the server's primary message only (its
+ * DETAIL may quote values), and for a data exception (SQLSTATE class
+ * 22: 'invalid input syntax for type integer: "x"') only what comes
+ * before the value it quotes. */
 static void
 fail_from_result(struct pg_query *q, PGconn *pg, const PGresult *res)
 {
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    char cut[256];
 
     if (PQstatus(pg) != CONNECTION_OK) {
         query_fail(q, KIND_UNAVAILABLE, PQerrorMessage(pg));
     } else if (msg == NULL) {
         query_fail(q, KIND_PLAIN, PQresultErrorMessage(res));
+    } else if (state && strncmp(state, "22", 2) == 0 && strstr(msg, ": ")) {
+        snprintf(cut, sizeof(cut), "%.*s", (int)(strstr(msg, ": ") - msg), msg);
+        query_fail(q, KIND_PLAIN, cut);
     } else {
         query_fail(q, error_kind(state), msg);
     }

@@ -26,8 +26,9 @@
  * connection.  The query runs to its end and its result is read and
  * thrown away, then the connection serves the next caller; if that
  * takes more than AB_PG_DRAIN_TIMEOUT_MS the connection is closed
- * instead.  A transaction whose request ended is never committed: its
- * connection is closed, which makes the server roll it back.
+ * instead.  A transaction whose request ended before it sent COMMIT is
+ * never committed: its connection is closed once idle, which makes the
+ * server roll it back.
  *
  * Errors: runtime failures return nil and a string starting with
  * "pg: ".  Then come
@@ -39,8 +40,10 @@
  *   "constraint: <message>" for SQLSTATE class 23 (a unique violation,
  *       say);
  * and otherwise the server's primary message.  Messages never hold the
- * server's DETAIL line (which may quote values) or a bound value.
- * Mistakes of the caller raise.  Nothing here logs.
+ * server's DETAIL line (which may quote values), and the message of a
+ * data exception (SQLSTATE class 22) stops before the value it quotes,
+ * so no bound value reaches an error.  Mistakes of the caller raise.
+ * Nothing here logs.
  */
 #ifndef AB_PG_H
 #define AB_PG_H

@@ -10,6 +10,10 @@
 -- implements on_success, list_connections, delete_connection and
 -- lookup_connection (see README, "Writing a store plugin").
 
+if broker.config.store == "postgres" then
+  return {}
+end
+
 local SCHEMA = [[
 CREATE TABLE IF NOT EXISTS user_connections (
   id             TEXT NOT NULL,

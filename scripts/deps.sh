@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config curl ca-certificates git clang-format
   liblua5.4-dev lua5.4 lua-cjson lua-busted libsqlite3-dev
+  libpq-dev postgresql
   libevent-dev libcurl4-openssl-dev libssl-dev
 )
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)

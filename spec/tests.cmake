@@ -14,6 +14,10 @@ add_executable(test_sqlite spec/c/test_sqlite.c)
 target_link_libraries(test_sqlite PRIVATE abcore)
 add_test(NAME c_sqlite COMMAND test_sqlite)
 
+add_executable(test_pg spec/c/test_pg.c)
+target_link_libraries(test_pg PRIVATE abcore)
+add_test(NAME c_pg COMMAND test_pg)
+
 add_executable(test_metrics spec/c/test_metrics.c)
 target_link_libraries(test_metrics PRIVATE abcore)
 add_test(NAME c_metrics COMMAND test_metrics)

@@ -33,6 +33,9 @@ local function report(p, name, err)
            name, p.name, tostring(err)))
 end
 
+local STORE_UNAVAILABLE = errors.new(503, "store_unavailable",
+                                     "the connection store is unavailable")
+
 -- Calls one hook; returns its results packed, or raises `failure`.
 local function call(p, name, failure, ...)
   core.hook_begin()
@@ -41,6 +44,11 @@ local function call(p, name, failure, ...)
   if not res[1] then
     if errors.is(res[2]) then
       error(res[2], 0)
+    end
+    if type(res[2]) == "string" and res[2]:find("^pg: unavailable") then
+      core.log("warn", "hooks", string.format("hook %s of %s failed: %s",
+               name, p.name, res[2]))
+      error(STORE_UNAVAILABLE, 0)
     end
     report(p, name, res[2])
     error(failure, 0)

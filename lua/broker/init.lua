@@ -114,6 +114,9 @@ broker.cache = {
 -- block the loop on the local disk only, never on the network.
 broker.sqlite = {open = require("broker.sqlite").open}
 
+-- PostgreSQL pools (see core/pg.h); queries yield like broker.http.
+broker.pg = {pool = require("broker.pg").pool}
+
 broker.config = {}
 
 return broker
