@@ -47,19 +47,6 @@ struct ab_wait {
     struct event *timer;
 };
 
-/* The request `L` is the coroutine of; raises if there is none. */
-static struct ab_request *
-check_request(lua_State *L)
-{
-    struct ab_request *req = ab_host_current(L);
-
-    if (req == NULL) {
-        luaL_error(L, "broker I/O can only be called from a request's "
-                      "own coroutine, not from one a hook created");
-    }
-    return req;
-}
-
 /* Cancels and frees a wait; the park callback of the request when it
  * ends early, and the end of every wait. */
 static void
@@ -297,7 +284,7 @@ check_calls(lua_State *L, int n)
 static int
 l_http(lua_State *L)
 {
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
     struct ab_wait *wait;
     int n;
 
@@ -332,7 +319,7 @@ on_sleep_done(evutil_socket_t fd, short what, void *arg)
 static int
 l_sleep(lua_State *L)
 {
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
     lua_Integer ms = luaL_checkinteger(L, 1);
     struct ab_wait *wait;
     struct timeval tv;
@@ -415,7 +402,7 @@ l_log(lua_State *L)
 static int
 l_set_identity(lua_State *L)
 {
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
     const char *id = luaL_checkstring(L, 1);
     char *copy = strdup(id);
 
@@ -431,7 +418,7 @@ l_set_identity(lua_State *L)
 static int
 l_set_route(lua_State *L)
 {
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
 
     snprintf(req->route, sizeof(req->route), "%s", luaL_checkstring(L, 1));
     return 0;

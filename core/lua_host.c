@@ -72,6 +72,18 @@ ab_host_generation(lua_State *L)
 }
 
 struct ab_request *
+ab_host_check_request(lua_State *L)
+{
+    struct ab_request *req = ab_host_current(L);
+
+    if (req == NULL) {
+        luaL_error(L, "broker I/O can only be called from a request's "
+                      "own coroutine, not from one a hook created");
+    }
+    return req;
+}
+
+struct ab_request *
 ab_host_current(lua_State *L)
 {
     return *(struct ab_request **)lua_getextraspace(L);

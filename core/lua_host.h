@@ -83,6 +83,10 @@ int ab_luaopen_core(struct lua_State *L);
 /* The generation whose Lua state `L` (any of its threads) belongs to. */
 struct ab_generation *ab_host_generation(struct lua_State *L);
 
+/* The request whose coroutine `L` is; raises a Lua error if `L` is not
+ * a request's own coroutine (broker I/O cannot wait anywhere else). */
+struct ab_request *ab_host_check_request(struct lua_State *L);
+
 /* The request whose coroutine `L` is, or NULL. */
 struct ab_request *ab_host_current(struct lua_State *L);
 

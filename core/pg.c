@@ -1021,19 +1021,6 @@ pool_close(struct pg_pool *pool)
 /* Submitting from Lua                                                 */
 /* ------------------------------------------------------------------ */
 
-/* The request `L` is the coroutine of; raises if there is none. */
-static struct ab_request *
-check_request(lua_State *L)
-{
-    struct ab_request *req = ab_host_current(L);
-
-    if (req == NULL) {
-        luaL_error(L, "broker I/O can only be called from a request's "
-                      "own coroutine, not from one a hook created");
-    }
-    return req;
-}
-
 /* Returns the open pool at stack index idx; raises if it is closed. */
 static struct pg_pool *
 check_pool(lua_State *L, int idx)
@@ -1231,7 +1218,7 @@ static int
 pool_statement(lua_State *L, enum mode mode)
 {
     struct pg_pool *pool = check_pool(L, 1);
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
     size_t len;
     const char *sql = luaL_checklstring(L, 2, &len);
 
@@ -1282,7 +1269,7 @@ check_tx(lua_State *L, struct ab_request *req)
 static int
 tx_statement(lua_State *L, enum mode mode)
 {
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
     struct pg_tx *tx = check_tx(L, req);
     size_t len;
     const char *sql = luaL_checklstring(L, 2, &len);
@@ -1318,7 +1305,7 @@ l_tx_run(lua_State *L)
 static int
 tx_send_end(lua_State *L, struct pg_tx *tx, int rollback)
 {
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
     const char *sql = rollback ? "ROLLBACK" : "COMMIT";
     struct pg_query *q;
 
@@ -1418,7 +1405,7 @@ static int
 l_transaction(lua_State *L)
 {
     struct pg_pool *pool = check_pool(L, 1);
-    struct ab_request *req = check_request(L);
+    struct ab_request *req = ab_host_check_request(L);
     struct pg_tx *tx;
     struct pg_query *q;
 

@@ -3,37 +3,9 @@
 local h = require "harness"
 local cjson = require "cjson.safe"
 
-local function as(who)
-  return {["x-user-id"] = who}
-end
-
--- A vault connection in the sandbox, as if `who` had finished OAuth.
-local function connect(sandbox, who, platform, extra)
-  local body = {platform = platform or "gmail", identity = who,
-                identityType = "user"}
-  for k, v in pairs(extra or {}) do
-    body[k] = v
-  end
-  local res = h.json("POST", sandbox.url .. "/sandbox/connections", body)
-  assert(res.status == 201, res.body)
-  return res.json
-end
-
-local function post(broker, who, body)
-  return h.json("POST", broker.url .. "/api/connections", body, as(who))
-end
-
-local function list(broker, who)
-  local res = h.request("GET", broker.url .. "/api/connections",
-                        {headers = as(who)})
-  assert(res.status == 200, res.body)
-  return res.json.connections
-end
-
-local function delete(broker, who, key)
-  return h.request("DELETE", broker.url .. "/api/connections/"
-                   .. key:gsub("|", "%%7C"), {headers = as(who)})
-end
+local api = require "api"
+local as, connect, post = api.as, api.connect, api.post
+local list, delete = api.list, api.delete
 
 describe("connections", function()
   local sandbox, broker

@@ -12,33 +12,9 @@ if not pg.available() then
   return
 end
 
-local function as(who)
-  return {["x-user-id"] = who}
-end
-
--- A vault connection in the sandbox, as if `who` had finished OAuth.
-local function connect(sandbox, who, platform)
-  local res = h.json("POST", sandbox.url .. "/sandbox/connections",
-    {platform = platform or "gmail", identity = who, identityType = "user"})
-  assert(res.status == 201, res.body)
-  return res.json
-end
-
-local function post(broker, who, body)
-  return h.json("POST", broker.url .. "/api/connections", body, as(who))
-end
-
-local function list(broker, who)
-  local res = h.request("GET", broker.url .. "/api/connections",
-                        {headers = as(who)})
-  assert(res.status == 200, res.body)
-  return res.json.connections
-end
-
-local function delete(broker, who, key)
-  return h.request("DELETE", broker.url .. "/api/connections/"
-                   .. key:gsub("|", "%%7C"), {headers = as(who)})
-end
+local api = require "api"
+local as, connect, post = api.as, api.connect, api.post
+local list, delete = api.list, api.delete
 
 -- Rows of `key` in the database, straight from psql.
 local function rows_of(db, key, dbname)
