@@ -85,13 +85,18 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Called by libevent when the client's connection closes before we
- * answered; the evhttp_request is freed by libevent right after. */
+ * answered.  A request libevent has detached from the dying connection
+ * (the client hung up) is ours to free; one still attached (the server
+ * is being freed) libevent frees itself right after. */
 static void
 on_client_close(struct evhttp_connection *conn, void *arg)
 {
     struct ab_request *req = arg;
 
     AB_INFO("http", req->id, "client went away before the answer");
+    if (evhttp_request_get_connection(req->evreq) == NULL) {
+        evhttp_request_free(req->evreq);
+    }
     req->evreq = NULL;
     if (req->on_client_gone == NULL || req->on_client_gone(req) != 1) {
         ab_request_free(req);

@@ -33,7 +33,8 @@ add_test(NAME c_json COMMAND test_json)
 find_program(BUSTED busted REQUIRED)
 set(AB_SPEC_ENV
   "AUTHKIT_BROKER_BIN=$<TARGET_FILE:authkit-broker>"
-  "AUTHKIT_BROKER_ROOT=${CMAKE_SOURCE_DIR}")
+  "AUTHKIT_BROKER_ROOT=${CMAKE_SOURCE_DIR}"
+  "AUTHKIT_BROKER_SANITIZED=${AB_SANITIZE}")
 
 add_test(NAME lua_unit
   COMMAND ${BUSTED} --run=unit -o utfTerminal

@@ -149,8 +149,12 @@ describe("passthrough", function()
     out = p:read("a")
     p:close()
     assert.equal(10485760, #(h.read(dir .. "/body") or ""))
-    assert.is_true(peak - before < 6 * 1024,
-                   "resident memory grew by " .. (peak - before) .. " kB")
+    -- AddressSanitizer keeps freed memory in quarantine: RSS means
+    -- nothing there, so only a plain build checks it.
+    if os.getenv("AUTHKIT_BROKER_SANITIZED") ~= "ON" then
+      assert.is_true(peak - before < 6 * 1024,
+                     "resident memory grew by " .. (peak - before) .. " kB")
+    end
   end)
 
   it("survives a client hanging up mid-stream and logs it", function()

@@ -249,12 +249,14 @@ local SANITIZER = {"AddressSanitizer", "LeakSanitizer", "runtime error:"}
 
 -- The first sanitizer report in a stopped server's log, if any.
 local function sanitizer_report(log)
+  local first
   for _, mark in ipairs(SANITIZER) do
     local at = log:find(mark, 1, true)
-    if at then
-      return log:sub(math.max(1, at - 200), at + 2000)
+    if at and (first == nil or at < first) then
+      first = at
     end
   end
+  return first and log:sub(math.max(1, first - 200), first + 4000)
 end
 
 --- Stops every process and removes every directory the harness made;
