@@ -14,6 +14,16 @@
  * bad name, a value that cannot be bound, a wrong parameter count, a
  * method called on a closed database.  Nothing here logs, and no error
  * holds a bound value.
+ *
+ * Why our own binding and not Debian's lua-sql-sqlite3 (LuaSQL): hooks
+ * run in a sandbox that loads no C modules, so the host must hand them
+ * the database anyway; LuaSQL opens any path, where this opens only
+ * plain names in the data directory; LuaSQL has no bound parameters
+ * (SQL would be built by string splicing) and no statement cache; and
+ * transaction(fn) here refuses to yield, which is what guarantees that
+ * a request's write is all or nothing even though requests interleave
+ * on one event loop.  The calls block the loop on the local disk only
+ * (WAL, synchronous=NORMAL), never on the network.
  */
 #ifndef AB_SQLITE_H
 #define AB_SQLITE_H
