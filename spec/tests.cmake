@@ -2,33 +2,12 @@
 # integration, against the real binary) and the differential test
 # against the official Node SDK.
 
-add_executable(test_core spec/c/test_core.c)
-target_link_libraries(test_core PRIVATE abcore)
-add_test(NAME c_core COMMAND test_core)
-
-add_executable(test_http_client spec/c/test_http_client.c)
-target_link_libraries(test_http_client PRIVATE abcore)
-add_test(NAME c_http_client COMMAND test_http_client)
-
-add_executable(test_sqlite spec/c/test_sqlite.c)
-target_link_libraries(test_sqlite PRIVATE abcore)
-add_test(NAME c_sqlite COMMAND test_sqlite)
-
-add_executable(test_pg spec/c/test_pg.c)
-target_link_libraries(test_pg PRIVATE abcore)
-add_test(NAME c_pg COMMAND test_pg)
-
-add_executable(test_metrics spec/c/test_metrics.c)
-target_link_libraries(test_metrics PRIVATE abcore)
-add_test(NAME c_metrics COMMAND test_metrics)
-
-add_executable(test_watcher spec/c/test_watcher.c)
-target_link_libraries(test_watcher PRIVATE abcore)
-add_test(NAME c_watcher COMMAND test_watcher)
-
-add_executable(test_json spec/c/test_json.c)
-target_link_libraries(test_json PRIVATE abcore)
-add_test(NAME c_json COMMAND test_json)
+# One program per C test file, spec/c/test_NAME.c, run as c_NAME.
+foreach(name core http_client sqlite pg metrics watcher json)
+  add_executable(test_${name} spec/c/test_${name}.c)
+  target_link_libraries(test_${name} PRIVATE abcore)
+  add_test(NAME c_${name} COMMAND test_${name})
+endforeach()
 
 find_program(BUSTED busted REQUIRED)
 set(AB_SPEC_ENV
