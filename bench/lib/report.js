@@ -4,7 +4,7 @@
 //
 // META    `key<TAB>value` lines: command, date, cpus, ...
 // ROWS    the table, in order: `label<TAB>metric<TAB>rule`; the rule
-//         (optional) is a goal of issue 8, rules joined by " & ":
+//         (optional) is a target, rules joined by " & ":
 //         ratio>=N (broker/Node), broker<N, node>=N, added<N (broker
 //         minus direct).
 // RESULTS `label<TAB>metric<TAB>peer<TAB>round<TAB>value<TAB>note` with
@@ -161,7 +161,7 @@ function main() {
       + 'medians of the rounds (memory: measured once)',
     '',
     '| case | metric | broker | Node peer | direct | broker / Node '
-      + '| broker / direct | goal (issue 8) | notes |',
+      + '| broker / direct | target | notes |',
     '|---|---|---:|---:|---:|---:|---:|---|---|',
     ...rows.map((row) => tableRow(results, row)),
     '',
