@@ -478,8 +478,8 @@ phase_slow() {
   stop_peers
 }
 
-# row LABEL METRIC [RULE]: one row of the table, with the goal of issue
-# 8 for it (see lib/report.js for the rules).
+# row LABEL METRIC [RULE]: one row of the table, with the project's
+# target for it (see lib/report.js for the rules).
 row() {
   printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}" >>"$WORK/rows.tsv"
 }
