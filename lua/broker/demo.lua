@@ -1,5 +1,4 @@
---- The demo page, served under --dev only (issue 7, "the first five
--- minutes"): the files of examples/demo, the real @picahq/authkit file
+--- The demo page, served under --dev only: the files of examples/demo, the real @picahq/authkit file
 -- from its node_modules, and a config.json telling the page where the
 -- broker's API and the sandbox's widget are.
 --
