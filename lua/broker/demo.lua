@@ -1,6 +1,6 @@
---- The demo page, served under --dev only: the files of examples/demo, the real @picahq/authkit file
--- from its node_modules, and a config.json telling the page where the
--- broker's API and the sandbox's widget are.
+--- The demo page, served under --dev only: the files of examples/demo,
+-- the real @picahq/authkit file from its node_modules, and a config.json
+-- telling the page where the broker's API and the sandbox's widget are.
 --
 --   GET /                    302 to /demo/
 --   GET /demo                302 to /demo/
