@@ -173,8 +173,8 @@ add_utf8(luaL_Buffer *b, unsigned cp)
     luaL_addlstring(b, u, n); /* buf */
 }
 
-/* Decodes the \uXXXX escape at p (a surrogate pair takes two) into b.
- * Returns the byte after it, or NULL after fail(). */
+/* Decodes the \u escape (four hex digits) at p into b; a surrogate
+ * pair takes two.  Returns the byte after it, or NULL after fail(). */
 static const char *
 add_unicode(struct parser *ps, luaL_Buffer *b, const char *p)
 {
